@@ -1,0 +1,103 @@
+"""Raw layout -> training format: square resized arrays per split plus a manifest.
+
+Images are resized bilinearly, masks with nearest neighbour (the LAVT/RMSIN convention: metrics
+are computed at this network resolution). Repairs are counted, never silent:
+
+- a mask whose size differs from its image (RRSIS-D ships JPEGs of 800×802 with 800×800 masks) is
+  first resized to the image (nearest), then both are resized together;
+- a grey-level mask with more than two levels is binarised at > 50 (the reference loaders' rule).
+
+Output (see docs/interfaces.md): ``<out>/<split>/{images.npy, masks.npy, manifest.jsonl}`` and
+``<out>/summary.json``. Everything is written to ``<out>.partial`` and moved into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tabulate import tabulate
+from tqdm import tqdm
+
+from diffris.config import SPLITS
+from diffris.data.readers import RawSample, read_raw
+from diffris.errors import DataError
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Resize image (bilinear) and mask (nearest) to size×size; also says if the mask had to be
+    brought to the image's size first."""
+    mismatched = mask.shape != image.shape[:2]
+    mask_img = Image.fromarray(mask.astype(np.uint8))
+    if mismatched:
+        mask_img = mask_img.resize((image.shape[1], image.shape[0]), Image.NEAREST)
+    out_image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    out_mask = np.asarray(mask_img.resize((size, size), Image.NEAREST))
+    return out_image, out_mask.astype(np.uint8), mismatched
+
+
+def prepare(dataset: str, raw: Path, out: Path, image_size: int) -> dict:
+    """Prepare every split of ``dataset`` found under ``raw``; returns the summary."""
+    samples = read_raw(dataset, raw)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    summary = {"dataset": dataset, "image_size": image_size, "splits": {}}
+    for split in SPLITS:
+        rows = [s for s in samples if s.split == split]
+        if not rows:
+            raise DataError(f"{raw}: no {split} samples in the {dataset} layout")
+        summary["splits"][split] = _prepare_split(rows, partial / split, image_size, f"{dataset}/{split}")
+    (partial / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    partial.replace(out)
+    return summary
+
+
+def _prepare_split(rows: list[RawSample], out: Path, size: int, label: str) -> dict:
+    out.mkdir(parents=True)
+    n = len(rows)
+    images = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    masks = np.lib.format.open_memmap(out / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
+    resized, binarised, empty = [], [], []
+    with open(out / "manifest.jsonl", "w") as manifest:
+        for i, sample in enumerate(tqdm(rows, desc=f"prepare {label}", unit="sample", leave=False, mininterval=1)):
+            image = sample.load_image()
+            mask, was_grey = sample.load_mask_checked()
+            images[i], masks[i], mismatched = resize_pair(image, mask, size)
+            if mismatched:
+                resized.append(sample.sample_id)
+            if was_grey:
+                binarised.append(sample.sample_id)
+            if not masks[i].any():
+                empty.append(sample.sample_id)
+            record = {
+                "index": i,
+                "sample_id": sample.sample_id,
+                "expression": sample.expression,
+                "orig_height": int(image.shape[0]),
+                "orig_width": int(image.shape[1]),
+                "category": sample.category,
+            }
+            manifest.write(json.dumps(record, sort_keys=True) + "\n")
+    images.flush()
+    masks.flush()
+    del images, masks
+    return {
+        "samples": n,
+        "mask_resized_to_image": len(resized),
+        "mask_binarised": len(binarised),
+        "mask_empty_after_resize": len(empty),
+        "repaired_ids": {"mask_resized_to_image": resized, "mask_binarised": binarised, "mask_empty_after_resize": empty},
+    }
+
+
+def format_summary(summary: dict) -> str:
+    rows = [
+        [split, s["samples"], s["mask_resized_to_image"], s["mask_binarised"], s["mask_empty_after_resize"]]
+        for split, s in summary["splits"].items()
+    ]
+    headers = ["split", "samples", "mask resized to image", "mask binarised", "mask empty after resize"]
+    return f"{summary['dataset']} at {summary['image_size']}×{summary['image_size']}\n" + tabulate(rows, headers)
