@@ -1,0 +1,89 @@
+"""`diffris report-tables`, `diffris report-figures` and `diffris report-comparison`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    tables = sub.add_parser(
+        "report-tables",
+        help="the paper's tables with the regenerated rows beside them (CSV)",
+        description="Writes OUT/<name>.csv for table1-6 and fig8: every row of REFERENCE/<name>.csv "
+        "(source=paper) followed, where params.yaml `tables` names one, by its regenerated row "
+        "(source=regenerated) read from METRICS/<experiment>/<dataset>/<split>.json.",
+    )
+    tables.add_argument(
+        "--reference", required=True, type=Path, help="folder of the paper's tables (results/reference)"
+    )
+    tables.add_argument(
+        "--metrics", required=True, type=Path, help="folder of metrics JSON (results/<scale>/metrics)"
+    )
+    tables.add_argument("--out", required=True, type=Path, help="folder to write the tables to")
+    tables.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
+    tables.add_argument("--quiet", action="store_true", help="do not print the tables")
+    tables.set_defaults(handler=run_tables)
+
+    figures = sub.add_parser(
+        "report-figures",
+        help="Fig. 8 from the tables; Figs. 5-7 from predictions and prepared data (PNG)",
+        description="Writes OUT/fig5.png ... fig7.png (params.yaml `figures`) from "
+        "METRICS/<experiment>/<dataset>/<split>.csv and <split>-predictions/*.png and "
+        "DATA/<dataset>/<split>/, and OUT/fig8.png from TABLES/fig8.csv.",
+    )
+    figures.add_argument("--tables", required=True, type=Path, help="folder written by report-tables")
+    figures.add_argument(
+        "--metrics", required=True, type=Path, help="folder of metrics (results/<scale>/metrics)"
+    )
+    figures.add_argument(
+        "--data", required=True, type=Path, help="prepared data of the scale (data/prepared/<scale>)"
+    )
+    figures.add_argument("--out", required=True, type=Path, help="folder to write the PNGs to")
+    figures.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
+    figures.set_defaults(handler=run_figures)
+
+    comparison = sub.add_parser(
+        "report-comparison",
+        help="regenerated against paper, cell by cell with deltas (Markdown)",
+        description="Reads TABLES/<name>.csv (written by report-tables) and writes OUT. When the "
+        "scale's data are synthetic or its backbones tiny, the page says that the numbers are "
+        "not comparable to the paper.",
+    )
+    comparison.add_argument("--tables", required=True, type=Path, help="folder written by report-tables")
+    comparison.add_argument("--out", required=True, type=Path, help="Markdown file to write (comparison.md)")
+    comparison.add_argument("--scale", help="scale the tables come from (default: params.yaml's `scale`)")
+    comparison.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
+    comparison.set_defaults(handler=run_comparison)
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    from diffris.config import load_params
+    from diffris.report.tables import build_tables, format_console, write_tables
+
+    tables = build_tables(load_params(args.params), args.reference, args.metrics)
+    paths = write_tables(tables, args.out)
+    if not args.quiet:
+        for name, table in tables.items():
+            print(format_console(name, table))
+    print(f"wrote {len(paths)} tables to {args.out}")
+    return 0
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    from diffris.config import load_params
+    from diffris.report.figures import write_figures
+
+    paths = write_figures(load_params(args.params), args.tables, args.metrics, args.data, args.out)
+    print(f"wrote {', '.join(path.name for path in paths)} to {args.out}")
+    return 0
+
+
+def run_comparison(args: argparse.Namespace) -> int:
+    from diffris.config import load_params
+    from diffris.report.comparison import write_comparison
+
+    params = load_params(args.params)
+    write_comparison(args.tables, params, args.scale or params["scale"], args.out)
+    print(f"wrote {args.out}")
+    return 0
