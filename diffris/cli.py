@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "diffris.data.cli",
     "diffris.models.cli",
     "diffris.train_cli",
+    "diffris.pipeline",
+    "diffris.report.cli",
 )
 
 
@@ -28,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffris", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:  # that part of the package is not there yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-# name -> (shape, colours [(word, rgb)], size range as a fraction of the image side)
+# name -> (shape, colours [(word, rgb)], half-extent range as a fraction of the image side).
+# Targets cover about 5-10 % of the image: small enough to need the expression, large enough
+# for a tiny model at 64 px to leave the all-background plateau within the mini budget.
 Palette = list[tuple[str, tuple[int, int, int]]]
 
 
@@ -29,14 +31,14 @@ WHITE, GREY, RED, BLUE = ("white", (235, 235, 230)), ("grey", (150, 150, 150)), 
 GREEN, BROWN, BLACK, YELLOW = ("green", (60, 150, 70)), ("brown", (150, 100, 60)), ("black", (30, 30, 30)), ("yellow", (220, 200, 60))
 
 OBJECT_KINDS = {
-    "airplane": Kind("airplane", "cross", [WHITE, GREY], (0.16, 0.24)),
-    "storage tank": Kind("storage tank", "circle", [WHITE, GREY], (0.08, 0.16)),
-    "vehicle": Kind("vehicle", "rect_small", [RED, BLUE, BLACK, WHITE, YELLOW], (0.05, 0.08)),
-    "ship": Kind("ship", "ellipse", [GREY, WHITE], (0.14, 0.22)),
-    "tennis court": Kind("tennis court", "rect", [GREEN, BLUE], (0.14, 0.2)),
-    "baseball field": Kind("baseball field", "diamond", [BROWN, GREEN], (0.16, 0.24)),
-    "ground track field": Kind("ground track field", "ring", [RED, BROWN], (0.2, 0.28)),
-    "chimney": Kind("chimney", "square", [BLACK, GREY], (0.06, 0.09)),
+    "airplane": Kind("airplane", "cross", [WHITE, GREY], (0.22, 0.3)),
+    "storage tank": Kind("storage tank", "circle", [WHITE, GREY], (0.12, 0.18)),
+    "vehicle": Kind("vehicle", "rect_small", [RED, BLUE, BLACK, WHITE, YELLOW], (0.08, 0.12)),
+    "ship": Kind("ship", "ellipse", [GREY, WHITE], (0.18, 0.26)),
+    "tennis court": Kind("tennis court", "rect", [GREEN, BLUE], (0.16, 0.22)),
+    "baseball field": Kind("baseball field", "diamond", [BROWN, GREEN], (0.18, 0.26)),
+    "ground track field": Kind("ground track field", "ring", [RED, BROWN], (0.22, 0.3)),
+    "chimney": Kind("chimney", "square", [BLACK, GREY], (0.08, 0.12)),
 }
 
 # RefSegRS-style urban tiles: categories whose masks cover every instance in the tile.
@@ -197,6 +199,8 @@ def object_scene(rng: np.random.Generator, size: int, kinds: list[str], n_distra
         obj = place(rng, size, OBJECT_KINDS[others[rng.integers(len(others))]], objects)
         if obj is not None:
             objects.append(obj)
+    if len(objects) < 2:  # no room for a distractor: the target would be the only candidate
+        return object_scene(rng, size, kinds, n_distractors)
     for obj in objects:
         paint(img, obj, rng)
     return finish(img), target, objects, str(how)

@@ -1,0 +1,183 @@
+"""Evaluation of a trained run on a prepared split, the LAVT/RMSIN way (see ``diffris.metrics``).
+
+One sample per expression; the prediction is the argmax of the two logits at the network
+resolution, compared with the mask that ``prepare`` resized (nearest) to that resolution.
+
+``evaluate_run`` writes, for ``--out results/.../test.json``:
+
+- ``test.json``: metrics in percent (4 decimals), the run and checkpoint they come from;
+- ``test.csv``: one row per sample in split order (index, id, expression, I, U, IoU);
+- ``test-predictions/<index>.png``: predicted masks of a few samples picked by position only
+  (evenly spaced over the split), so every run shows the same samples in the qualitative figures.
+
+With ``shuffle_expressions`` each sample is paired with another sample's expression (a seeded
+derangement) and the JSON holds both the shuffled and the unshuffled metrics: a model that reads
+the text must lose accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from diffris.checkpoint import CheckpointError, load_trainable, load_weights, write_json
+from diffris.metrics import metrics_from_counts, sample_iou
+
+DECIMALS = 4
+NUM_FIGURES = 4
+
+
+@dataclass
+class EvalResult:
+    """Per-sample I and U of one split, in split order, and the kept prediction masks."""
+
+    indices: list[int] = field(default_factory=list)
+    sample_ids: list[str] = field(default_factory=list)
+    expressions: list[str] = field(default_factory=list)
+    intersections: list[int] = field(default_factory=list)
+    unions: list[int] = field(default_factory=list)
+    predictions: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        return metrics_from_counts(self.intersections, self.unions)
+
+    def rounded_metrics(self) -> dict[str, float]:
+        return {key: round(value, DECIMALS) for key, value in self.metrics().items()}
+
+    def write_csv(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["index", "id", "expression", "I", "U", "IoU"])
+            for row in zip(self.indices, self.sample_ids, self.expressions, self.intersections, self.unions):
+                writer.writerow([*row, f"{sample_iou(row[3], row[4]):.6f}"])
+
+
+def shuffled_expressions(expressions: list[str], seed: int) -> list[str]:
+    """Each sample gets another sample's expression: a seeded random cyclic derangement."""
+    order = np.random.default_rng([seed, len(expressions)]).permutation(len(expressions))
+    shuffled = list(expressions)
+    for i, target in enumerate(order):
+        shuffled[target] = expressions[order[(i + 1) % len(order)]]
+    return shuffled
+
+
+def figure_indices(num_samples: int, count: int = NUM_FIGURES) -> list[int]:
+    """Evenly spaced sample positions; the same for every run on the same split."""
+    return sorted({int(i) for i in np.linspace(0, num_samples - 1, min(count, num_samples)).round()})
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    device: torch.device,
+    expressions: list[str] | None = None,
+    keep: tuple[int, ...] = (),
+    autocast: bool = False,
+) -> EvalResult:
+    """Run ``model`` over ``dataset`` in order; ``expressions`` replaces the samples' own text."""
+    was_training = model.training
+    model.eval()
+    result = EvalResult()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, dynamic_ncols=True):
+        indices = batch["index"].tolist()
+        texts = [expressions[i] for i in indices] if expressions is not None else list(batch["expression"])
+        input_ids, attention_mask = model.tokenize(texts)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(batch["pixel_values"].to(device), input_ids.to(device), attention_mask.to(device))
+        pred = logits.argmax(dim=1) == 1  # foreground iff its logit is the larger (ties: background)
+        gt = batch["mask"].to(device)
+        result.intersections += (pred & gt).sum(dim=(1, 2)).tolist()
+        result.unions += (pred | gt).sum(dim=(1, 2)).tolist()
+        result.indices += indices
+        result.sample_ids += list(batch["sample_id"])
+        result.expressions += texts
+        for row, index in enumerate(indices):
+            if index in keep:
+                result.predictions[index] = pred[row].cpu().numpy()
+    model.train(was_training)
+    return result
+
+
+def load_trained_model(run: Path, backbone_dir: Path | None = None) -> tuple[torch.nn.Module, dict, dict]:
+    """The model of a finished run with its selected weights; also its config and weights info."""
+    from diffris.train import MODEL_FILE, build_run_model, load_run_config
+
+    config = load_run_config(run)
+    path = Path(run) / MODEL_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing; the training of {run} has not finished")
+    model = build_run_model(config["model"], Path(backbone_dir or config["backbone_dir"]))
+    weights, info = load_weights(path, model.backbone_info())
+    load_trainable(model, weights, path)
+    return model, config, info
+
+
+def evaluate_run(
+    run: Path,
+    split: str,
+    out: Path,
+    data: Path | None = None,
+    backbone_dir: Path | None = None,
+    shuffle_expressions: bool = False,
+    batch_size: int | None = None,
+    num_figures: int = NUM_FIGURES,
+) -> dict:
+    """Evaluate a finished run on one split and write the JSON, CSV and prediction PNGs."""
+    from diffris.data.dataset import PreparedSplit
+    from diffris.train import check_prepared, mixed_precision, set_cpu_threads
+
+    model, config, info = load_trained_model(run, backbone_dir)
+    set_cpu_threads(config["train"].get("cpu_threads", 0))
+    data = Path(data or config["data"])
+    check_prepared(data, config["dataset"], config["image_size"], split)
+    dataset = PreparedSplit(data, split)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    settings = {
+        "batch_size": batch_size or config["train"]["eval_batch_size"],
+        "device": device,
+        "keep": tuple(figure_indices(len(dataset), num_figures)),
+        "autocast": mixed_precision(config["train"]["mixed_precision"]) == "bf16",
+    }
+    result = evaluate_model(model, dataset, **settings)
+    report = _report(config, info, split, len(dataset), shuffle_expressions)
+    if shuffle_expressions:
+        report["unshuffled_metrics"] = result.rounded_metrics()
+        texts = shuffled_expressions(result.expressions, config["seed"])
+        result = evaluate_model(model, dataset, expressions=texts, **settings)
+    report["metrics"] = result.rounded_metrics()
+    _write_outputs(Path(out), report, result)
+    return report
+
+
+def _report(config: dict, info: dict, split: str, num_samples: int, shuffled: bool) -> dict:
+    return {
+        "experiment": config["experiment"],
+        "dataset": config["dataset"],
+        "scale": config["scale"],
+        "split": split,
+        "num_samples": num_samples,
+        "checkpoint": {key: info[key] for key in ("selected", "epoch", "global_step")},
+        "shuffle_expressions": shuffled,
+    }
+
+
+def _write_outputs(out: Path, report: dict, result: EvalResult) -> None:
+    write_json(out, report)
+    result.write_csv(out.with_suffix(".csv"))
+    folder = out.with_name(f"{out.stem}-predictions")
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):
+        stale.unlink()
+    for index, mask in sorted(result.predictions.items()):
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{index:05d}.png")
