@@ -4,10 +4,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SCALE ?= mini
-DATASETS := rrsisd refsegrs risbench
 
-.PHONY: setup mini test clean-data
+.PHONY: setup mini test
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,16 +14,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
-# The main job at the mini scale: synthetic data in each benchmark's raw layout, then prepared arrays.
+# The main job: the whole suite of the configured scale (params.yaml `scale`, mini by default):
+# fetch -> prepare -> fetch-weights -> 15 trainings -> evaluations -> tables, figures, comparison.
 mini: setup
-	set -e; size=$$($(PY) -c "from diffris.config import load_params, scale_params; print(scale_params(load_params(), '$(SCALE)')['image_size'])"); \
-	for ds in $(DATASETS); do \
-		$(PY) -m diffris fetch --dataset $$ds --scale $(SCALE) --out data/raw/$(SCALE)/$$ds; \
-		$(PY) -m diffris prepare --dataset $$ds --raw data/raw/$(SCALE)/$$ds --out data/prepared/$(SCALE)/$$ds --image-size $$size; \
-	done
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores all
 
 test: setup
 	$(PY) -m pytest
 
-clean-data:
-	rm -rf data/raw data/prepared

@@ -1,0 +1,26 @@
+# The DiffRIS suite: fetch -> prepare -> fetch-weights -> train -> evaluate -> report.
+# `snakemake --cores all` builds the configured scale; `--config scale=paper` the paper scale.
+# Wiring only: every job runs `python -m diffris <command>`; the job list comes from params.yaml.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.20")
+
+
+configfile: "params.yaml"
+
+
+validate(config, "workflow/schemas/params.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/weights.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        REPORT_OUTPUTS,

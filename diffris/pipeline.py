@@ -1,0 +1,221 @@
+"""The pipeline's job list, derived from params.yaml: what to fetch, prepare, train, evaluate.
+
+Snakemake (``workflow/rules/common.smk``) and the generator of ``dvc.yaml`` both read these
+lists, so the two tools build the same jobs. A run used by several tables is trained once:
+the runs are the distinct (experiment, dataset) pairs that the tables and figures name.
+
+Paths (see ``../shared/DESIGN.md``)::
+
+    data/raw/<scale>/<dataset>/               fetch
+    data/prepared/<scale>/<dataset>/          prepare
+    models/backbones/<backbone>/              fetch-weights
+    runs/<scale>/<experiment>/<dataset>/      train (model.safetensors when complete)
+    results/<scale>/metrics/<experiment>/<dataset>/<split>.json    evaluate
+    results/<scale>/{tables,figures,comparison.md}                 report
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from diffris.config import DATASETS, scale_params
+from diffris.models.config import config_from_params
+
+BOTH_SPLITS = ("val", "test")
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    experiment: str
+    dataset: str
+
+
+@dataclass(frozen=True, order=True)
+class Evaluation:
+    experiment: str
+    dataset: str
+    split: str
+
+
+def runs(params: dict) -> list[Run]:
+    """Every training run the tables and figures need, once each, sorted."""
+    wanted = {Run(row["experiment"], t["dataset"]) for t in params["tables"].values() for row in t["rows"]}
+    wanted |= {Run(f["experiment"], f["dataset"]) for f in params["figures"].values()}
+    return sorted(wanted)
+
+
+def evaluations(params: dict) -> list[Evaluation]:
+    """Every (run, split) a table or figure reads; a table without `split` shows val and test."""
+    wanted = set()
+    for table in params["tables"].values():
+        splits = [table["split"]] if "split" in table else BOTH_SPLITS
+        wanted |= {Evaluation(r["experiment"], table["dataset"], s) for r in table["rows"] for s in splits}
+    wanted |= {Evaluation(f["experiment"], f["dataset"], f["split"]) for f in params["figures"].values()}
+    return sorted(wanted)
+
+
+def backbone_of(params: dict, scale: str, experiment: str) -> str:
+    """The concrete backbone (e.g. ``tiny-sd-1-5``) an experiment trains on at ``scale``."""
+    return config_from_params(params, experiment, scale).backbone
+
+
+def backbones(params: dict, scale: str) -> list[str]:
+    return sorted({backbone_of(params, scale, r.experiment) for r in runs(params)})
+
+
+def datasets(params: dict) -> list[str]:
+    return [d for d in DATASETS if any(r.dataset == d for r in runs(params))]
+
+
+def image_size(params: dict, scale: str) -> int:
+    return scale_params(params, scale)["image_size"]
+
+
+def run_params(params: dict, scale: str, experiment: str, dataset: str) -> str:
+    """Everything in params.yaml that one training run depends on, as canonical JSON."""
+    relevant = {
+        "seed": params["seed"],
+        "image_size": image_size(params, scale),
+        "model": asdict(config_from_params(params, experiment, scale)),
+        "train": scale_params(params, scale)["train"],
+        "dataset": dataset,
+    }
+    return json.dumps(relevant, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- dvc.yaml
+# DVC's templating cannot derive the run list from the tables, nor look a backbone up per scale
+# (no nested interpolation), so dvc.yaml is generated from params.yaml by `diffris export-dvc`.
+# tests/test_pipeline_sync.py proves it matches both params.yaml and `snakemake -n -p`.
+
+CODE = {"data": "diffris/data", "models": "diffris/models", "report": "diffris/report"}
+TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "checkpoint", "evaluate", "metrics")]
+
+
+def dvc_stages(params: dict, scale: str) -> dict:
+    """All stages of the configured scale, in pipeline order, as dvc.yaml mappings."""
+    stages: dict[str, dict] = {}
+    for ds in datasets(params):
+        raw, prepared = f"data/raw/{scale}/{ds}", f"data/prepared/{scale}/{ds}"
+        stages[f"fetch-{ds}"] = {
+            "cmd": f"python -m diffris fetch --dataset {ds} --scale {scale} --out {raw}",
+            "deps": [CODE["data"]],
+            "params": ["seed", f"scales.{scale}.data_source", f"scales.{scale}.synthetic", f"datasets.{ds}"],
+            "outs": [{raw: {"persist": True}}],  # a placed real dataset is never deleted
+        }
+        stages[f"prepare-{ds}"] = {
+            "cmd": f"python -m diffris prepare --dataset {ds} --raw {raw} --out {prepared}"
+            f" --image-size {image_size(params, scale)}",
+            "deps": [raw, CODE["data"]],
+            "params": [f"scales.{scale}.image_size"],
+            "outs": [prepared],
+        }
+    for name in backbones(params, scale):
+        stages[f"fetch-weights-{name}"] = {
+            "cmd": f"python -m diffris fetch-weights --backbone {name} --out models/backbones/{name}",
+            "deps": [CODE["models"]],
+            "params": [f"backbones.{name}"],
+            "outs": [f"models/backbones/{name}"],
+        }
+    for run in runs(params):
+        stages[f"train-{run.experiment}-{run.dataset}"] = _train_stage(params, scale, run)
+    for ev in evaluations(params):
+        stages[f"evaluate-{ev.experiment}-{ev.dataset}-{ev.split}"] = _evaluate_stage(params, scale, ev)
+    stages.update(_report_stages(params, scale))
+    return stages
+
+
+def _train_stage(params: dict, scale: str, run: Run) -> dict:
+    folder, backbone = f"runs/{scale}/{run.experiment}/{run.dataset}", backbone_of(params, scale, run.experiment)
+    return {
+        "cmd": f"python -m diffris train --experiment {run.experiment} --dataset {run.dataset}"
+        f" --scale {scale} --data data/prepared/{scale}/{run.dataset}"
+        f" --backbone-dir models/backbones/{backbone} --out {folder}",
+        "deps": [f"data/prepared/{scale}/{run.dataset}", f"models/backbones/{backbone}", CODE["models"], *TRAIN_CODE],
+        "params": [
+            "seed",
+            "model",
+            f"experiments.{run.experiment}",
+            f"scales.{scale}.image_size",
+            f"scales.{scale}.model",
+            f"scales.{scale}.backbones",
+            f"scales.{scale}.train",
+        ],
+        "outs": [f"{folder}/model.safetensors"],
+    }
+
+
+def _evaluate_stage(params: dict, scale: str, ev: Evaluation) -> dict:
+    run = f"runs/{scale}/{ev.experiment}/{ev.dataset}"
+    base = f"results/{scale}/metrics/{ev.experiment}/{ev.dataset}/{ev.split}"
+    backbone = backbone_of(params, scale, ev.experiment)
+    return {
+        "cmd": f"python -m diffris evaluate --run {run} --split {ev.split} --data data/prepared/{scale}/{ev.dataset}"
+        f" --backbone-dir models/backbones/{backbone} --out {base}.json",
+        "deps": [f"{run}/model.safetensors", f"data/prepared/{scale}/{ev.dataset}", *TRAIN_CODE],
+        "metrics": [{f"{base}.json": {"cache": False}}],
+        "outs": [{f"{base}.csv": {"cache": False}}, {f"{base}-predictions": {"cache": False}}],
+    }
+
+
+def _report_stages(params: dict, scale: str) -> dict:
+    results, tables = f"results/{scale}", [*params["tables"]]
+    metrics = [
+        f"{results}/metrics/{e.experiment}/{e.dataset}/{e.split}.json" for e in evaluations(params)
+    ]
+    figure_inputs = [
+        f"{results}/metrics/{f['experiment']}/{f['dataset']}/{f['split']}-predictions" for f in params["figures"].values()
+    ]
+    return {
+        "report-tables": {
+            "cmd": f"python -m diffris report-tables --reference results/reference --metrics {results}/metrics"
+            f" --out {results}/tables --quiet",
+            "deps": [*metrics, "results/reference", CODE["report"]],
+            "params": ["tables"],
+            "outs": [{f"{results}/tables/{t}.csv": {"cache": False}} for t in tables],
+        },
+        "report-figures": {
+            "cmd": f"python -m diffris report-figures --tables {results}/tables --metrics {results}/metrics"
+            f" --data data/prepared/{scale} --out {results}/figures",
+            "deps": [f"{results}/tables/fig8.csv", *figure_inputs, CODE["report"]],
+            "params": ["figures"],
+            "outs": [{f"{results}/figures/{f}.png": {"cache": False}} for f in ("fig5", "fig6", "fig7", "fig8")],
+        },
+        "report-comparison": {
+            "cmd": f"python -m diffris report-comparison --tables {results}/tables --scale {scale}"
+            f" --out {results}/comparison.md",
+            "deps": [*(f"{results}/tables/{t}.csv" for t in tables), CODE["report"]],
+            "outs": [{f"{results}/comparison.md": {"cache": False}}],
+        },
+    }
+
+
+def dvc_yaml(params: dict, scale: str) -> str:
+    import yaml
+
+    header = (
+        "# Generated from params.yaml by `diffris export-dvc`; do not edit by hand.\n"
+        "# The same jobs and commands as the Snakefile (tests/test_pipeline_sync.py checks both).\n"
+    )
+    return header + yaml.safe_dump({"stages": dvc_stages(params, scale)}, sort_keys=False, width=1000)
+
+
+def register(sub) -> None:
+    export = sub.add_parser("export-dvc", help="write dvc.yaml: the pipeline's stages for DVC, from params.yaml")
+    export.add_argument("--out", default="dvc.yaml", help="file to write (default: dvc.yaml)")
+    export.add_argument("--params", help="params.yaml (default: the repository's)")
+    export.add_argument("--scale", help="default: params.yaml's `scale`")
+    export.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> int:
+    from pathlib import Path
+
+    from diffris.config import load_params
+
+    params = load_params(args.params)
+    scale = args.scale or params["scale"]
+    Path(args.out).write_text(dvc_yaml(params, scale))
+    print(f"written: {args.out} ({len(dvc_stages(params, scale))} stages, scale {scale})")
+    return 0

@@ -1,0 +1,28 @@
+# fetch -> prepare. A real fetch verifies checksums or a placed layout; a synthetic one writes the twin.
+
+
+rule fetch:
+    output:
+        "data/raw/{scale}/{dataset}/FETCHED.json",
+    input:
+        code("data"),
+    params:
+        source=lambda w: config["scales"][w.scale]["data_source"],
+        synthetic=lambda w: config["scales"][w.scale]["synthetic"],
+        seed=config["seed"],
+    shell:
+        "python -m diffris fetch --dataset {wildcards.dataset} --scale {wildcards.scale}"
+        " --out data/raw/{wildcards.scale}/{wildcards.dataset}"
+
+
+rule prepare:
+    output:
+        "data/prepared/{scale}/{dataset}/summary.json",
+    input:
+        ancient("data/raw/{scale}/{dataset}/FETCHED.json"),
+        code("data"),
+    params:
+        image_size=lambda w: pipeline.image_size(config, w.scale),
+    shell:
+        "python -m diffris prepare --dataset {wildcards.dataset} --raw data/raw/{wildcards.scale}/{wildcards.dataset}"
+        " --out data/prepared/{wildcards.scale}/{wildcards.dataset} --image-size {params.image_size}"
