@@ -10,7 +10,17 @@ from diffris.models.config import (
     PCMRDConfig,
     config_from_params,
 )
-from diffris.models.model import DiffRIS, build_model
+
+
+def __getattr__(name: str):
+    """``DiffRIS`` and ``build_model`` load torch and diffusers: import them only when asked for,
+    so that reading configs (the CLI's parser, Snakemake's DAG) stays fast."""
+    if name in ("DiffRIS", "build_model"):
+        from diffris.models import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'diffris.models' has no attribute {name!r}")
+
 
 __all__ = [
     "CAMDConfig",
