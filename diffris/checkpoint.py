@@ -13,9 +13,7 @@ Both refuse to load onto a model whose backbone differs from the recorded one.
 from __future__ import annotations
 
 import json
-import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from diffris.errors import DiffrisError
+from diffris.fileio import atomic_write
 
 BACKBONE_KEYS = ("name", "revision", "weights_sha256")
 METADATA_KEY = "diffris"
@@ -32,30 +31,6 @@ METADATA_KEY = "diffris"
 
 class CheckpointError(DiffrisError):
     """A checkpoint is unreadable, incomplete or belongs to another backbone or config."""
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary path next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Deterministic JSON (sorted keys, fixed indent), written atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def check_backbone(path: Path, recorded: dict, current: dict) -> None:

@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from diffris.checkpoint import CheckpointError, load_trainable, load_weights, write_json
+from diffris.checkpoint import CheckpointError, load_trainable, load_weights
+from diffris.fileio import write_json
 from diffris.metrics import metrics_from_counts, sample_iou
 
 DECIMALS = 4

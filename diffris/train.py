@@ -46,8 +46,8 @@ from diffris.checkpoint import (
     save_state,
     save_weights,
     set_rng_state,
-    write_json,
 )
+from diffris.fileio import write_json
 from diffris.errors import ConfigError, DataError
 
 SELECT_CHOICES = ("last", "best-val")

@@ -8,7 +8,6 @@ Baidu), says exactly where to get the files and where to put them, then verifies
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import zipfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from diffris.config import DATASETS, SPLITS
 from diffris.data.readers import read_raw
 from diffris.errors import ConfigError, DataError, FetchError
+from diffris.fileio import sha256sum, write_json
 
 MARKER = "FETCHED.json"  # written last: its presence means the folder holds a verified dataset
 
@@ -49,14 +49,6 @@ class DatasetSource:
         )
 
 
-def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_layout(source: DatasetSource, root: Path) -> dict[str, int]:
     """Read the layout under ``root`` with the dataset's reader; returns samples per split."""
     samples = read_raw(source.key, root)
@@ -65,12 +57,6 @@ def verify_layout(source: DatasetSource, root: Path) -> dict[str, int]:
         empty = [s for s, n in counts.items() if not n]
         raise DataError(f"{root}: no {', '.join(empty)} samples found in the {source.name} layout")
     return counts
-
-
-def write_marker(root: Path, info: dict) -> None:
-    tmp = root / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    tmp.replace(root / MARKER)
 
 
 def fetch_synthetic(source: DatasetSource, out: Path, splits: dict[str, int], image_size: int, seed: int) -> dict:
@@ -85,7 +71,7 @@ def fetch_synthetic(source: DatasetSource, out: Path, splits: dict[str, int], im
     generate(source.key, partial, splits, image_size, seed)
     counts = verify_layout(source, partial)
     info = {"dataset": source.key, "source": "synthetic", "seed": seed, "image_size": image_size, "splits": counts}
-    write_marker(partial, info)
+    write_json(partial / MARKER, info)
     shutil.rmtree(out, ignore_errors=True)
     partial.replace(out)
     return info
@@ -108,7 +94,7 @@ def fetch_real(source: DatasetSource, out: Path) -> dict:
     _warn_split_sizes(source, counts)
     info = {"dataset": source.key, "source": "real", "splits": counts}
     info.update({k: source.obtain[k] for k in ("repo_id", "revision", "filename", "sha256") if k in source.obtain})
-    write_marker(out, info)
+    write_json(out / MARKER, info)
     return info
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from diffris.errors import ConfigError, DiffrisError, FetchError
+from diffris.fileio import sha256sum
 from diffris.models.config import from_dict
 from diffris.models.tokenizer import BOS, EOS, build_vocab, write_tokenizer
 
@@ -230,7 +231,7 @@ def fetch_hub_backbone(name: str, entry: dict, out: Path, revision: str | None =
                 f"{repo_id}@{revision}: download failed ({type(err).__name__}: {err}). On a machine "
                 f"with Hub access run `diffris fetch-weights --backbone {name} --out DIR` and copy DIR here"
             ) from None
-        digests = {f: _file_sha256(tmp / f) for f in files}
+        digests = {f: sha256sum(tmp / f) for f in files}
         _write_info(tmp, {"name": name, "source": "hub", "repo_id": repo_id, "revision": revision, "files": digests})
 
     return _write_atomically(out, write)
@@ -253,14 +254,6 @@ def _write_atomically(out: Path, write) -> Path:
 
 def _write_info(folder: Path, info: dict) -> None:
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- the frozen backbone module -------------------------------------------------------------
