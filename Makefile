@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup mini test
+.PHONY: setup mini test slurm
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ setup: $(VENV)/.installed
 mini: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores all
 
-test: setup
+test: setup slurm
 	$(PY) -m pytest
+
+# tests/test_slurm.py runs the ci suite on a local one-node SLURM cluster. Its packages are installed
+# here where that is possible (root, apt-get, not yet installed); elsewhere the test says why it skips.
+slurm:
+	@if command -v sbatch >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		scripts/local-slurm/cluster.sh install || echo "make: could not install slurm-wlm and munge; tests/test_slurm.py will say why it skips"; \
+	else echo "make: no root or no apt-get: SLURM not installed; tests/test_slurm.py will say why it skips"; fi
 

@@ -1,4 +1,4 @@
-# The DiffRIS suite: fetch -> prepare -> fetch-weights -> train -> evaluate -> report.
+# The DiffRIS suite: fetch -> prepare -> pretrain-backbone -> fetch-weights -> train -> evaluate -> report.
 # `snakemake --cores all` builds the configured scale; `--config scale=paper` the paper scale.
 # Wiring only: every job runs `python -m diffris <command>`; the job list comes from params.yaml.
 
@@ -15,7 +15,9 @@ validate(config, "workflow/schemas/params.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/weights.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

@@ -21,8 +21,11 @@ COMMAND_MODULES = (
     "diffris.data.cli",
     "diffris.models.cli",
     "diffris.train_cli",
+    "diffris.launch",
     "diffris.pipeline",
     "diffris.report.cli",
+    "diffris.features",
+    "diffris.plan",
 )
 
 

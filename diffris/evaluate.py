@@ -60,13 +60,18 @@ class EvalResult:
                 writer.writerow([*row, f"{sample_iou(row[3], row[4]):.6f}"])
 
 
-def shuffled_expressions(expressions: list[str], seed: int) -> list[str]:
-    """Each sample gets another sample's expression: a seeded random cyclic derangement."""
-    order = np.random.default_rng([seed, len(expressions)]).permutation(len(expressions))
-    shuffled = list(expressions)
+def shuffled_sources(num_samples: int, seed: int) -> list[int]:
+    """For each sample, the sample whose expression it gets: a seeded random cyclic derangement."""
+    order = np.random.default_rng([seed, num_samples]).permutation(num_samples)
+    sources = list(range(num_samples))
     for i, target in enumerate(order):
-        shuffled[target] = expressions[order[(i + 1) % len(order)]]
-    return shuffled
+        sources[target] = int(order[(i + 1) % len(order)])
+    return sources
+
+
+def shuffled_expressions(expressions: list[str], seed: int) -> list[str]:
+    """Each sample gets another sample's expression (``shuffled_sources``)."""
+    return [expressions[j] for j in shuffled_sources(len(expressions), seed)]
 
 
 def figure_indices(num_samples: int, count: int = NUM_FIGURES) -> list[int]:
@@ -80,21 +85,25 @@ def evaluate_model(
     dataset: torch.utils.data.Dataset,
     batch_size: int,
     device: torch.device,
-    expressions: list[str] | None = None,
     keep: tuple[int, ...] = (),
     autocast: bool = False,
+    memory_format: torch.memory_format | None = None,
 ) -> EvalResult:
-    """Run ``model`` over ``dataset`` in order; ``expressions`` replaces the samples' own text."""
+    """Run ``model`` over ``dataset`` (prepared pixels or cached features, see
+    ``diffris.features``) in order."""
+    from diffris.features import model_inputs
+
     was_training = model.training
     model.eval()
     result = EvalResult()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda"
+    )
     for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, dynamic_ncols=True):
         indices = batch["index"].tolist()
-        texts = [expressions[i] for i in indices] if expressions is not None else list(batch["expression"])
-        input_ids, attention_mask = model.tokenize(texts)
+        texts = list(batch["expression"])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(batch["pixel_values"].to(device), input_ids.to(device), attention_mask.to(device))
+            logits = model(**model_inputs(model, batch, device, memory_format))
         pred = logits.argmax(dim=1) == 1  # foreground iff its logit is the larger (ties: background)
         gt = batch["mask"].to(device)
         result.intersections += (pred & gt).sum(dim=(1, 2)).tolist()
@@ -129,33 +138,40 @@ def evaluate_run(
     out: Path,
     data: Path | None = None,
     backbone_dir: Path | None = None,
+    features: Path | None = None,
     shuffle_expressions: bool = False,
     batch_size: int | None = None,
     num_figures: int = NUM_FIGURES,
 ) -> dict:
-    """Evaluate a finished run on one split and write the JSON, CSV and prediction PNGs."""
-    from diffris.data.dataset import PreparedSplit
+    """Evaluate a finished run on one split and write the JSON, CSV and prediction PNGs.
+
+    With ``features`` (a cache of the run's dataset and backbone) the frozen passes are read from
+    it; it is checked first and refused if it does not match."""
+    from diffris.features import SwappedExpressions, open_split
     from diffris.train import check_prepared, mixed_precision, set_cpu_threads
 
     model, config, info = load_trained_model(run, backbone_dir)
-    set_cpu_threads(config["train"].get("cpu_threads", 0))
+    train = config["train"]
+    set_cpu_threads(train.get("cpu_threads", 0))
     data = Path(data or config["data"])
     check_prepared(data, config["dataset"], config["image_size"], split)
-    dataset = PreparedSplit(data, split)
+    dataset = open_split(data, split, model, features)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    model.backbone.use_fast_paths(train.get("channels_last", False), False, train.get("compile", False))
     settings = {
-        "batch_size": batch_size or config["train"]["eval_batch_size"],
+        "batch_size": batch_size or train["eval_batch_size"],
         "device": device,
         "keep": tuple(figure_indices(len(dataset), num_figures)),
         "autocast": mixed_precision(config["train"]["mixed_precision"]) == "bf16",
+        "memory_format": torch.channels_last if train.get("channels_last") else None,
     }
     result = evaluate_model(model, dataset, **settings)
     report = _report(config, info, split, len(dataset), shuffle_expressions)
     if shuffle_expressions:
         report["unshuffled_metrics"] = result.rounded_metrics()
-        texts = shuffled_expressions(result.expressions, config["seed"])
-        result = evaluate_model(model, dataset, expressions=texts, **settings)
+        swapped = SwappedExpressions(dataset, shuffled_sources(len(dataset), config["seed"]))
+        result = evaluate_model(model, swapped, **settings)
     report["metrics"] = result.rounded_metrics()
     _write_outputs(Path(out), report, result)
     return report

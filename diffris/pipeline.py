@@ -8,7 +8,9 @@ Paths (see ``../shared/DESIGN.md``)::
 
     data/raw/<scale>/<dataset>/               fetch
     data/prepared/<scale>/<dataset>/          prepare
+    models/pretrained/<run>/                  pretrain-backbone (tiny backbones' checkpoints)
     models/backbones/<backbone>/              fetch-weights
+    features/<scale>/<dataset>/<backbone>/    cache-features (frozen VAE/CLIP/UNet outputs; scales.<scale>.features)
     runs/<scale>/<experiment>/<dataset>/      train (model.safetensors when complete)
     results/<scale>/metrics/<experiment>/<dataset>/<split>.json    evaluate
     results/<scale>/{tables,figures,comparison.md}                 report
@@ -20,6 +22,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from diffris.config import DATASETS, scale_params
+from diffris.errors import ConfigError
 from diffris.models.config import config_from_params
 
 BOTH_SPLITS = ("val", "test")
@@ -64,6 +67,108 @@ def backbones(params: dict, scale: str) -> list[str]:
     return sorted({backbone_of(params, scale, r.experiment) for r in runs(params)})
 
 
+def pretrained_from(params: dict, backbone: str) -> str | None:
+    """The pretraining run whose checkpoint ``backbone`` is, or None."""
+    return params["backbones"][backbone].get("pretrained")
+
+
+def pretraining_runs(params: dict, scale: str) -> list[str]:
+    """The pretraining runs (``diffris pretrain-backbone``) whose checkpoints ``scale`` uses."""
+    return sorted({run for b in backbones(params, scale) if (run := pretrained_from(params, b))})
+
+
+def fetch_weights_cmd(params: dict, backbone: str) -> str:
+    cmd = f"python -m diffris fetch-weights --backbone {backbone} --out models/backbones/{backbone}"
+    run = pretrained_from(params, backbone)
+    return cmd + (f" --pretrained models/pretrained/{run}" if run else "")
+
+
+# --------------------------------------------------------------------------- feature caches
+
+
+@dataclass(frozen=True, order=True)
+class FeatureCache:
+    dataset: str
+    backbone: str
+
+    def folder(self, scale: str) -> str:
+        return f"features/{scale}/{self.dataset}/{self.backbone}"
+
+
+def features_enabled(params: dict, scale: str) -> bool:
+    return scale_params(params, scale).get("features", {}).get("enabled", False)
+
+
+def feature_caches(params: dict, scale: str) -> list[FeatureCache]:
+    """One cache per (dataset, backbone) that a run trains on, when the scale enables caches."""
+    if not features_enabled(params, scale):
+        return []
+    return sorted({FeatureCache(r.dataset, backbone_of(params, scale, r.experiment)) for r in runs(params)})
+
+
+def feature_cache_of(params: dict, scale: str, experiment: str, dataset: str) -> FeatureCache | None:
+    return FeatureCache(dataset, backbone_of(params, scale, experiment)) if features_enabled(params, scale) else None
+
+
+def features_option(params: dict, scale: str, experiment: str, dataset: str) -> str:
+    """`` --features DIR`` for a train or evaluate command, or nothing when caches are off."""
+    cache = feature_cache_of(params, scale, experiment, dataset)
+    return f" --features {cache.folder(scale)}" if cache else ""
+
+
+def latent_donor(params: dict, scale: str, cache: FeatureCache) -> FeatureCache | None:
+    """The cache of the same dataset whose latents ``cache`` offers to reuse (``--reuse-latents``;
+    used only if the VAE sha256 turns out equal): the dataset's cache with the most runs."""
+    ds_runs = [r for r in runs(params) if r.dataset == cache.dataset]
+    counts = {}
+    for r in ds_runs:
+        name = backbone_of(params, scale, r.experiment)
+        counts[name] = counts.get(name, 0) + 1
+    donor = min(counts, key=lambda name: (-counts[name], name))
+    return None if donor == cache.backbone else FeatureCache(cache.dataset, donor)
+
+
+def _one(values: set, what: str, cache: FeatureCache):
+    if len(values) != 1:
+        raise ConfigError(
+            f"the runs on {cache.dataset} with backbone {cache.backbone} disagree on {what} "
+            f"({sorted(values)}); one feature cache serves them all"
+        )
+    return values.pop()
+
+
+def feature_cache_options(params: dict, scale: str, cache: FeatureCache) -> str:
+    """The flags of ``cache-features`` for one cache, from the runs that read it: the text length,
+    UNet taps when a run's CP-adapter is off (and the scale caches taps), the latent donor, and
+    the micro-batch size as batch size (on CPU the VAE's kernels depend on the batch size, so the
+    cached latents then equal the on-the-fly ones bit for bit)."""
+    configs = [
+        config_from_params(params, r.experiment, scale)
+        for r in runs(params)
+        if r.dataset == cache.dataset and backbone_of(params, scale, r.experiment) == cache.backbone
+    ]
+    settings, train = scale_params(params, scale)["features"], scale_params(params, scale)["train"]
+    options = f" --text-length {_one({c.text_max_length for c in configs}, 'text_max_length', cache)}"
+    frozen = [c for c in configs if not c.cp_adapter.enabled]
+    if settings.get("unet_taps") and frozen:
+        options += f" --unet-taps --timestep {_one({c.timestep for c in frozen}, 'timestep', cache)}"
+        if not _one({c.latent_scaling for c in frozen}, "latent_scaling", cache):
+            options += " --no-latent-scaling"
+    donor = latent_donor(params, scale, cache)
+    if donor:
+        options += f" --reuse-latents {donor.folder(scale)}"
+    options += f" --batch-size {train['micro_batch_size']}"
+    return options + (f" --cpu-threads {train['cpu_threads']}" if train.get("cpu_threads") else "")
+
+
+def feature_cache_cmd(params: dict, scale: str, cache: FeatureCache) -> str:
+    return (
+        f"python -m diffris cache-features --data data/prepared/{scale}/{cache.dataset}"
+        f" --backbone-dir models/backbones/{cache.backbone}{feature_cache_options(params, scale, cache)}"
+        f" --out {cache.folder(scale)}"
+    )
+
+
 def datasets(params: dict) -> list[str]:
     return [d for d in DATASETS if any(r.dataset == d for r in runs(params))]
 
@@ -91,6 +196,7 @@ def run_params(params: dict, scale: str, experiment: str, dataset: str) -> str:
 
 CODE = {"data": "diffris/data", "models": "diffris/models", "report": "diffris/report"}
 TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "checkpoint", "evaluate", "metrics")]
+FEATURES_CODE = "diffris/features.py"
 
 
 def dvc_stages(params: dict, scale: str) -> dict:
@@ -111,13 +217,23 @@ def dvc_stages(params: dict, scale: str) -> dict:
             "params": [f"scales.{scale}.image_size"],
             "outs": [prepared],
         }
+    for run in pretraining_runs(params, scale):
+        stages[f"pretrain-{run}"] = {
+            "cmd": f"python -m diffris pretrain-backbone --run {run} --out models/pretrained/{run}",
+            "deps": [CODE["models"], CODE["data"]],
+            "params": [f"pretraining.{run}", f"backbones.{params['pretraining'][run]['architecture']}"],
+            "outs": [f"models/pretrained/{run}"],
+        }
     for name in backbones(params, scale):
+        run = pretrained_from(params, name)
         stages[f"fetch-weights-{name}"] = {
-            "cmd": f"python -m diffris fetch-weights --backbone {name} --out models/backbones/{name}",
-            "deps": [CODE["models"]],
+            "cmd": fetch_weights_cmd(params, name),
+            "deps": [*([f"models/pretrained/{run}"] if run else []), CODE["models"]],
             "params": [f"backbones.{name}"],
             "outs": [f"models/backbones/{name}"],
         }
+    for cache in feature_caches(params, scale):
+        stages[f"features-{cache.dataset}-{cache.backbone}"] = _feature_stage(params, scale, cache)
     for run in runs(params):
         stages[f"train-{run.experiment}-{run.dataset}"] = _train_stage(params, scale, run)
     for ev in evaluations(params):
@@ -129,10 +245,17 @@ def dvc_stages(params: dict, scale: str) -> dict:
 def _train_stage(params: dict, scale: str, run: Run) -> dict:
     folder, backbone = f"runs/{scale}/{run.experiment}/{run.dataset}", backbone_of(params, scale, run.experiment)
     return {
-        "cmd": f"python -m diffris train --experiment {run.experiment} --dataset {run.dataset}"
+        "cmd": f"python -m diffris launch --gpus {params.get('train_gpus', {}).get(scale, 0)}"
+        f" train --experiment {run.experiment} --dataset {run.dataset}"
         f" --scale {scale} --data data/prepared/{scale}/{run.dataset}"
-        f" --backbone-dir models/backbones/{backbone} --out {folder}",
-        "deps": [f"data/prepared/{scale}/{run.dataset}", f"models/backbones/{backbone}", CODE["models"], *TRAIN_CODE],
+        f" --backbone-dir models/backbones/{backbone}{features_option(params, scale, run.experiment, run.dataset)} --out {folder}",
+        "deps": [
+            f"data/prepared/{scale}/{run.dataset}",
+            f"models/backbones/{backbone}",
+            *_feature_deps(params, scale, run.experiment, run.dataset),
+            CODE["models"],
+            *TRAIN_CODE,
+        ],
         "params": [
             "seed",
             "model",
@@ -146,14 +269,41 @@ def _train_stage(params: dict, scale: str, run: Run) -> dict:
     }
 
 
+def _feature_stage(params: dict, scale: str, cache: FeatureCache) -> dict:
+    donor = latent_donor(params, scale, cache)
+    return {
+        "cmd": feature_cache_cmd(params, scale, cache),
+        "deps": [
+            f"data/prepared/{scale}/{cache.dataset}",
+            f"models/backbones/{cache.backbone}",
+            *([donor.folder(scale)] if donor else []),
+            CODE["models"],
+            FEATURES_CODE,
+        ],
+        "params": [f"scales.{scale}.features"],
+        "outs": [cache.folder(scale)],
+    }
+
+
+def _feature_deps(params: dict, scale: str, experiment: str, dataset: str) -> list[str]:
+    cache = feature_cache_of(params, scale, experiment, dataset)
+    return [cache.folder(scale), FEATURES_CODE] if cache else []
+
+
 def _evaluate_stage(params: dict, scale: str, ev: Evaluation) -> dict:
     run = f"runs/{scale}/{ev.experiment}/{ev.dataset}"
     base = f"results/{scale}/metrics/{ev.experiment}/{ev.dataset}/{ev.split}"
     backbone = backbone_of(params, scale, ev.experiment)
     return {
         "cmd": f"python -m diffris evaluate --run {run} --split {ev.split} --data data/prepared/{scale}/{ev.dataset}"
-        f" --backbone-dir models/backbones/{backbone} --out {base}.json",
-        "deps": [f"{run}/model.safetensors", f"data/prepared/{scale}/{ev.dataset}", *TRAIN_CODE],
+        f" --backbone-dir models/backbones/{backbone}{features_option(params, scale, ev.experiment, ev.dataset)}"
+        f" --out {base}.json",
+        "deps": [
+            f"{run}/model.safetensors",
+            f"data/prepared/{scale}/{ev.dataset}",
+            *_feature_deps(params, scale, ev.experiment, ev.dataset),
+            *TRAIN_CODE,
+        ],
         "metrics": [{f"{base}.json": {"cache": False}}],
         "outs": [{f"{base}.csv": {"cache": False}}, {f"{base}-predictions": {"cache": False}}],
     }

@@ -47,14 +47,15 @@ from diffris.checkpoint import (
     save_weights,
     set_rng_state,
 )
-from diffris.fileio import write_json
 from diffris.errors import ConfigError, DataError
+from diffris.features import model_inputs
+from diffris.fileio import write_json
 
 SELECT_CHOICES = ("last", "best-val")
 SELECT_METRIC = "oIoU"  # what "best on val" maximises (LAVT/RMSIN keep the best val oIoU)
 CONFIG_FILE, STATE_FILE, LOG_FILE = "config.json", "state.pt", "log.jsonl"
 BEST_FILE, MODEL_FILE = "best.safetensors", "model.safetensors"
-PATH_KEYS = ("data", "backbone_dir")  # may move between a run and its resumption
+PATH_KEYS = ("data", "backbone_dir", "features")  # may move (or be dropped) between a run and its resumption
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ class TrainConfig:
     num_workers: int
     mixed_precision: str  # "auto" (bf16 where the GPU supports it, else fp32) | "bf16" | "fp32"
     cpu_threads: int = 0  # torch CPU threads; 0: torch's default. Results are bit-identical only for equal counts
+    # Fast paths (docs/benchmarks.md): the same maths, other kernels or memory layouts.
+    channels_last: bool = False  # NHWC convolutions in the VAE and UNet (faster on GPUs with tensor cores)
+    gradient_checkpointing: bool = False  # recompute UNet activations in the backward: less memory, more compute
+    compile: bool = False  # torch.compile the UNet (first steps slower; needs a C++ compiler on CPU)
+    prefetch_factor: int = 2  # batches each data-loader worker keeps ready (with num_workers > 0)
 
     def __post_init__(self) -> None:
         if self.select not in SELECT_CHOICES:
@@ -95,10 +101,12 @@ class RunSpec:
     train: TrainConfig
     data: Path
     backbone_dir: Path
+    features: Path | None = None  # a feature cache (diffris.features); None: frozen passes on the fly
 
     def to_json(self, backbone: dict) -> dict:
         record = asdict(self)
-        record.update(data=str(self.data), backbone_dir=str(self.backbone_dir), backbone=backbone)
+        features = None if self.features is None else str(self.features)
+        record.update(data=str(self.data), backbone_dir=str(self.backbone_dir), features=features, backbone=backbone)
         return json.loads(json.dumps(record))  # as it reads back from config.json
 
 
@@ -284,7 +292,13 @@ def check_prepared(data: Path, dataset: str, image_size: int, split: str) -> Non
 
 
 def run_spec_from_params(
-    params: dict, scale: str | None, experiment: str, dataset: str, data: Path, backbone_dir: Path
+    params: dict,
+    scale: str | None,
+    experiment: str,
+    dataset: str,
+    data: Path,
+    backbone_dir: Path,
+    features: Path | None = None,
 ) -> RunSpec:
     """The run of ``experiment`` on ``dataset`` with the budget of ``scale`` (default: params')."""
     from diffris.config import scale_params
@@ -302,6 +316,7 @@ def run_spec_from_params(
         train=TrainConfig(**settings["train"]),
         data=Path(data),
         backbone_dir=Path(backbone_dir),
+        features=None if features is None else Path(features),
     )
 
 
@@ -319,6 +334,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=mixed_precision(self.tc.mixed_precision))
         seed_everything(spec.seed)
         self.model = build_run_model(spec.model, spec.backbone_dir)
+        self.model.backbone.use_fast_paths(self.tc.channels_last, self.tc.gradient_checkpointing, self.tc.compile)
+        self.memory_format = torch.channels_last if self.tc.channels_last else torch.preserve_format
         self.backbone = self.model.backbone_info()
         self.config = spec.to_json(self.backbone)
         self.counters = Counters()
@@ -333,9 +350,9 @@ class Trainer:
         if self._check_config():
             self._print(f"{self.out / MODEL_FILE}: training already complete")
             return self.out / MODEL_FILE
-        from diffris.data.dataset import PreparedSplit
+        from diffris.features import open_split
 
-        self.train_set = PreparedSplit(self.spec.data, "train")
+        self.train_set = open_split(self.spec.data, "train", self.model, self.spec.features)
         self.layout = BatchLayout.plan(
             self.tc.batch_size, self.tc.micro_batch_size, self.accelerator.num_processes
         )
@@ -447,6 +464,7 @@ class Trainer:
             batch_sampler=[indices for _, indices in plan],
             num_workers=self.tc.num_workers,
             pin_memory=torch.cuda.is_available(),
+            prefetch_factor=self.tc.prefetch_factor if self.tc.num_workers else None,
         )
         keys = iter([k for k, _ in plan])
         step_items: list[tuple[int, dict]] = []
@@ -464,10 +482,7 @@ class Trainer:
             torch.manual_seed(derive_seed(self.spec.seed, self.counters.global_step, k))
             sync = contextlib.nullcontext() if a == accum - 1 else self.accelerator.no_sync(self.model)
             with sync:
-                input_ids, attention_mask = self.net.tokenize(batch["expression"])
-                logits = self.model(
-                    batch["pixel_values"].to(device), input_ids.to(device), attention_mask.to(device)
-                )
+                logits = self.model(**model_inputs(self.net, batch, device, self.memory_format))
                 loss = self.net.loss(logits, batch["mask"].to(device))
                 self.accelerator.backward(loss / accum)
             total += loss.detach().float() / accum
@@ -502,13 +517,15 @@ class Trainer:
 
     def _validate(self) -> dict:
         """Val metrics (main process); keeps the best weights when selecting on val."""
-        from diffris.data.dataset import PreparedSplit
         from diffris.evaluate import evaluate_model
+        from diffris.features import open_split
 
         metrics = {}
         if self.is_main:
-            val_set = PreparedSplit(self.spec.data, "val")
-            result = evaluate_model(self.net, val_set, self.tc.eval_batch_size, self.accelerator.device)
+            val_set = open_split(self.spec.data, "val", self.net, self.spec.features)
+            result = evaluate_model(
+                self.net, val_set, self.tc.eval_batch_size, self.accelerator.device, memory_format=self.memory_format
+            )
             metrics = result.rounded_metrics()
             self._keep_if_best(metrics[SELECT_METRIC])
         self.model.train()

@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
     train.add_argument("--backbone-dir", required=True, type=Path, help="backbone folder (fetch-weights)")
     train.add_argument("--out", required=True, type=Path, help="run folder")
+    train.add_argument(
+        "--features", type=Path,
+        help="feature cache of this dataset and backbone (cache-features); default: compute on the fly",
+    )  # fmt: skip
     train.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
     train.add_argument("--scale", help="scale whose budget to use (default: params.yaml's `scale`)")
     train.set_defaults(handler=run_train)
@@ -36,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
     evaluate.add_argument("--data", type=Path, help="prepared dataset folder (default: the run's)")
     evaluate.add_argument("--backbone-dir", type=Path, help="backbone folder (default: the run's)")
+    evaluate.add_argument(
+        "--features", type=Path, help="feature cache of this dataset and backbone; default: compute on the fly"
+    )
     evaluate.add_argument(
         "--shuffle-expressions",
         action="store_true",
@@ -53,7 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     spec = run_spec_from_params(
-        params, args.scale, args.experiment, args.dataset, args.data, args.backbone_dir
+        params, args.scale, args.experiment, args.dataset, args.data, args.backbone_dir, args.features
     )
     set_cpu_threads(spec.train.cpu_threads)
     Trainer(spec, args.out).run()
@@ -71,6 +78,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.out,
         data=args.data,
         backbone_dir=args.backbone_dir,
+        features=args.features,
         shuffle_expressions=args.shuffle_expressions,
         batch_size=args.batch_size,
         num_figures=args.num_figures,

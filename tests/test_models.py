@@ -48,14 +48,22 @@ def params() -> dict:
     return load_params()
 
 
+def stand_in(params: dict, name: str) -> dict:
+    """A random-weight stand-in for a pretrained tiny backbone (tests/test_pretrain.py covers the
+    real checkpoints): tiny-random's sizes, one seed per name."""
+    seeds = {"tiny-sd-1-1": 11, "tiny-sd-1-2": 12, "tiny-sd-1-4": 14, "tiny-sd-1-5": 15}
+    return {"tiny": {**params["backbones"]["tiny-random"]["tiny"], "seed": seeds[name]}}
+
+
 @pytest.fixture(scope="session")
 def backbones(tmp_path_factory, params) -> dict[str, Path]:
-    """The four tiny backbones, generated once (tiny-sd-1-1 through the CLI, as the pipeline does)."""
+    """Tiny backbones under the mini names, generated once (tiny-random through the CLI, as the
+    pipeline does)."""
     root = tmp_path_factory.mktemp("backbones")
-    run_cli("fetch-weights", "--backbone", "tiny-sd-1-1", "--out", root / "tiny-sd-1-1")
-    dirs = {"tiny-sd-1-1": root / "tiny-sd-1-1"}
-    for name in ("tiny-sd-1-2", "tiny-sd-1-4", "tiny-sd-1-5"):
-        dirs[name] = write_tiny_backbone(name, params["backbones"][name], root / name)
+    run_cli("fetch-weights", "--backbone", "tiny-random", "--out", root / "tiny-random")
+    dirs = {"tiny-random": root / "tiny-random"}
+    for name in ("tiny-sd-1-1", "tiny-sd-1-2", "tiny-sd-1-4", "tiny-sd-1-5"):
+        dirs[name] = write_tiny_backbone(name, stand_in(params, name), root / name)
     return dirs
 
 
@@ -83,9 +91,11 @@ def frozen_hash(model) -> str:
 
 def test_experiments_resolve_to_the_table_rows(params):
     configs = {name: config_from_params(params, name, scale="mini") for name in params["experiments"]}
-    assert len(configs) == 13
+    assert len(configs) == 14
     assert [configs[f"sd-1-{v}"].backbone for v in (1, 2, 4)] == ["tiny-sd-1-1", "tiny-sd-1-2", "tiny-sd-1-4"]
     assert config_from_params(params, "sd-1-4", scale="paper").backbone == "sd-1-4"
+    assert configs["random"].backbone == "tiny-random"
+    assert config_from_params(params, "random", scale="paper").backbone == "sd-random"
     cp = lambda c: (c.global_context, c.object_aware, c.domain_adjust)  # noqa: E731
     rows = [cp(configs[n].cp_adapter) for n in ("cp-none", "cp-global", "cp-global-object", "full")]
     assert rows == [(False, False, False), (True, False, False), (True, True, False), (True, True, True)]
@@ -118,7 +128,7 @@ def test_inconsistent_switches_are_refused(params):
 
 
 def test_tiny_generator_is_deterministic(tmp_path, params, backbones):
-    again = write_tiny_backbone("tiny-sd-1-5", params["backbones"]["tiny-sd-1-5"], tmp_path / "again")
+    again = write_tiny_backbone("tiny-sd-1-5", stand_in(params, "tiny-sd-1-5"), tmp_path / "again")
     for f in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "tokenizer/vocab.json"):
         digest = lambda root: hashlib.sha256((root / f).read_bytes()).hexdigest()  # noqa: E731
         assert digest(again) == digest(backbones["tiny-sd-1-5"])

@@ -3,37 +3,22 @@
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from conftest import ci_snakemake
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
-    return subprocess.run(
-        [str(BIN / "snakemake"), "--cores", "2", "--config", "scale=ci", *args],
-        cwd=workdir, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    return ci_snakemake(workdir, "--cores", "2", *args)
 
 
 @pytest.fixture(scope="module")
-def workflow_copy(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "params.yaml", "workflow", "profiles", "results/reference"):
-        src, dst = REPO / name, work / name
-        shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
-    shutil.copytree(REPO / "diffris", work / "diffris", ignore=shutil.ignore_patterns("__pycache__"))
-    proc = snakemake(work)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return work
+def workflow_copy(ci_local_run) -> Path:
+    return ci_local_run
 
 
 def test_the_whole_dag_builds_every_table_figure_and_the_comparison(workflow_copy):
@@ -41,11 +26,11 @@ def test_the_whole_dag_builds_every_table_figure_and_the_comparison(workflow_cop
     for table in ("table1", "table2", "table3", "table4", "table5", "table6", "fig8"):
         rows = list(csv.DictReader(open(results / "tables" / f"{table}.csv")))
         regenerated = [r for r in rows if r["source"] == "regenerated"]
-        assert regenerated and all(r["source"] in ("paper", "regenerated") for r in rows), table
+        assert regenerated and all(r["source"] in ("paper", "regenerated", "control") for r in rows), table
     for figure in ("fig5", "fig6", "fig7", "fig8"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
     assert "not comparable" in (results / "comparison.md").read_text()
-    assert len(list((workflow_copy / "runs" / "ci").glob("*/*/model.safetensors"))) == 15
+    assert len(list((workflow_copy / "runs" / "ci").glob("*/*/model.safetensors"))) == 18
 
 
 def test_rerun_with_nothing_changed_does_nothing(workflow_copy):

@@ -44,9 +44,10 @@ def smk_jobs() -> list[dict]:
 def test_snakemake_plans_fifteen_trainings_and_every_evaluation(smk_jobs):
     counts = Counter(j["rule"] for j in smk_jobs)
     params = load_params()
-    assert counts["train"] == len(pipeline.runs(params)) == 15
-    assert counts["evaluate"] == len(pipeline.evaluations(params)) == 18  # Tables 1-3 on val and test
-    assert counts["fetch"] == counts["prepare"] == 3 and counts["fetch_weights"] == 4
+    assert counts["train"] == len(pipeline.runs(params)) == 18  # 15 + the random control on 3 datasets
+    assert counts["evaluate"] == len(pipeline.evaluations(params)) == 24  # Tables 1-3 on val and test
+    assert counts["fetch"] == counts["prepare"] == 3 and counts["fetch_weights"] == 5
+    assert counts["pretrain_backbone"] == 1
 
 
 def test_committed_dvc_yaml_is_generated_from_params():
@@ -73,8 +74,8 @@ def test_dvc_and_snakemake_have_the_same_commands_and_outputs(smk_jobs):
 def test_paper_scale_plans_the_same_jobs_on_the_real_backbones():
     jobs = snakemake_dry_run("--config", "scale=paper")
     weights = sorted(j["outputs"][0].split("/")[2] for j in jobs if j["rule"] == "fetch_weights")
-    assert weights == ["sd-1-1", "sd-1-2", "sd-1-4", "sd-1-5"]
-    assert sum(j["rule"] == "train" for j in jobs) == 15
+    assert weights == ["sd-1-1", "sd-1-2", "sd-1-4", "sd-1-5", "sd-random"]
+    assert sum(j["rule"] == "train" for j in jobs) == 18 and not any(j["rule"] == "pretrain_backbone" for j in jobs)
     assert all("--scale paper" in j["cmd"] for j in jobs if j["rule"] in ("train", "fetch"))
 
 

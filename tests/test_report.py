@@ -101,8 +101,10 @@ def test_each_regenerated_row_follows_its_paper_row(inputs):
     tables = build_tables(load_params(), REFERENCE, inputs["metrics"])
     table1 = tables["table1"]
     assert table1.columns[:3] == ("method", "source", "visual_encoder")
-    assert [row["method"] for row in table1.rows[-3:]] == ["VPD", "DiffRIS (ours)", "DiffRIS (ours)"]
-    paper, regenerated = table1.rows[-2:]
+    assert [row["method"] for row in table1.rows[-4:-1]] == ["VPD", "DiffRIS (ours)", "DiffRIS (ours)"]
+    paper, regenerated, control = table1.rows[-3:]
+    assert (control["method"], control["source"], control["visual_encoder"]) == ("DiffRIS, random backbone", "control", "")
+    assert control["oIoU_test"] == f"{fake_metrics('random', 'rrsisd', 'test')['oIoU']:.2f}"
     assert (paper["source"], regenerated["source"]) == ("paper", "regenerated")
     assert (regenerated["visual_encoder"], regenerated["text_encoder"]) == ("Stable Diffusion", "CLIP")
     assert (regenerated["Pr@0.5_test"], regenerated["oIoU_test"], regenerated["mIoU_test"]) == (
@@ -112,7 +114,7 @@ def test_each_regenerated_row_follows_its_paper_row(inputs):
     )
     assert regenerated["oIoU_val"] == f"{fake_metrics('full', 'rrsisd', 'val')['oIoU']:.2f}"
     assert rows(table1, "BKINet")[0]["Pr@0.5_test"] == "56.90"  # printed "56.9": two decimals throughout
-    assert len(table1.rows) == 21
+    assert len(table1.rows) == 22
 
 
 def test_ablation_rows_come_from_their_experiment_on_the_configured_split(inputs):
@@ -124,7 +126,7 @@ def test_ablation_rows_come_from_their_experiment_on_the_configured_split(inputs
     ]
     lmp = rows(tables["table5"], "LMP")[1]
     assert lmp["Pr@0.9"] == f"{fake_metrics('dec-lmp', 'rrsisd', 'test')['Pr@0.9']:.2f}"
-    assert [r["source"] for r in tables["fig8"].rows] == ["paper", "regenerated"] * 4
+    assert [r["source"] for r in tables["fig8"].rows] == ["paper", "regenerated"] * 4 + ["control"]
     assert rows(tables["fig8"], "SD-1-2")[0]["oIoU"] == ""
 
 
@@ -148,6 +150,13 @@ def test_a_label_without_a_paper_row_is_a_config_error(inputs):
     params = copy.deepcopy(load_params())
     params["tables"]["table5"]["rows"][0]["label"] = "LMP [40]"
     with pytest.raises(ConfigError, match=r"tables\.table5: label\(s\) 'LMP \[40\]' match no decoder"):
+        build_tables(params, REFERENCE, inputs["metrics"])
+
+
+def test_a_control_row_with_a_paper_row_is_a_config_error(inputs):
+    params = copy.deepcopy(load_params())
+    params["tables"]["table1"]["rows"][-1]["label"] = "VPD"
+    with pytest.raises(ConfigError, match=r"tables\.table1: control row 'VPD' has a paper row"):
         build_tables(params, REFERENCE, inputs["metrics"])
 
 
@@ -182,6 +191,11 @@ def test_comparison_gives_cell_deltas_and_says_mini_numbers_are_not_comparable(i
     assert markdown_row(text, "SD-1-2", "sd-1-2", "mIoU")[3:] == [
         "—",
         f"{fake_metrics('sd-1-2', 'rrsisd', 'test')['mIoU']:.2f}",
+        "—",
+    ]
+    assert markdown_row(text, "random", "random", "oIoU")[3:] == [
+        "—",
+        f"{fake_metrics('random', 'rrsisd', 'test')['oIoU']:.2f}",
         "—",
     ]
     assert "## Table 4 — CP-adapter components (RRSIS-D, test)" in text

@@ -14,9 +14,11 @@ from diffris.errors import DataError
 
 class PreparedSplit(Dataset):
     """Item ``i``: ``pixel_values`` float32 [3, S, S] in [-1, 1], ``mask`` bool [S, S],
-    ``expression``, ``sample_id``, ``index``. Arrays are memory-mapped, so workers share them."""
+    ``expression``, ``sample_id``, ``index``. Arrays are memory-mapped, so workers share them.
+    With ``pixels=False`` items carry no ``pixel_values`` (a feature cache stands in for them)."""
 
-    def __init__(self, root: str | Path, split: str):
+    def __init__(self, root: str | Path, split: str, pixels: bool = True):
+        self.pixels = pixels
         folder = Path(root) / split
         for name in ("images.npy", "masks.npy", "manifest.jsonl"):
             if not (folder / name).exists():
@@ -40,11 +42,12 @@ class PreparedSplit(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         record = self.records[i]
-        image = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).float() / 127.5 - 1.0
-        return {
-            "pixel_values": image,
+        item = {
             "mask": torch.from_numpy(np.array(self.masks[i])).bool(),
             "expression": record["expression"],
             "sample_id": record["sample_id"],
             "index": i,
         }
+        if self.pixels:
+            item["pixel_values"] = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).float() / 127.5 - 1.0
+        return item

@@ -163,13 +163,38 @@ def tiny_architecture(spec: TinySpec) -> Architecture:
     )
 
 
+@dataclass(frozen=True)
+class RandomSD1Spec:
+    seed: int
+
+
 def tiny_spec(entry: dict, name: str) -> TinySpec:
     return from_dict(TinySpec, entry["tiny"], f"backbones.{name}.tiny")
 
 
-def architecture_of(entry: dict, name: str) -> Architecture:
-    """The architecture a params.yaml backbone entry stands for (no weights needed)."""
-    return tiny_architecture(tiny_spec(entry, name)) if "tiny" in entry else sd1_architecture()
+def sd1_random_architecture() -> Architecture:
+    """SD 1.x's architecture with the tiny backbones' tokenizer vocabulary (77 positions): the
+    random-weight control at the paper scale, generated without any download."""
+    vocab, _ = build_vocab()
+    sd1 = sd1_architecture()
+    ids = {"vocab_size": len(vocab), "bos_token_id": vocab[BOS], "eos_token_id": vocab[EOS], "pad_token_id": vocab[EOS]}
+    return Architecture(sd1.unet, sd1.vae, {**sd1.text, **ids})
+
+
+def architecture_of(entry: dict, name: str, params: dict | None = None) -> Architecture:
+    """The architecture a params.yaml backbone entry stands for (no weights needed); a
+    ``pretrained`` entry needs ``backbones`` and ``pretraining`` (i.e. params) to find its sizes."""
+    if "tiny" in entry:
+        return tiny_architecture(tiny_spec(entry, name))
+    if "sd1_random" in entry:
+        return sd1_random_architecture()
+    if "pretrained" in entry:
+        if params is None:
+            raise ConfigError(f"backbones.{name}: a pretrained backbone's architecture needs params.yaml")
+        from diffris.models.pretrain import pretrain_run
+
+        return tiny_architecture(pretrain_run(params, entry["pretrained"]).tiny)
+    return sd1_architecture()
 
 
 # --- writing backbone folders ---------------------------------------------------------------
@@ -190,6 +215,35 @@ def write_tiny_backbone(name: str, entry: dict, out: Path) -> Path:
         _write_info(tmp, info)
 
     return _write_atomically(out, write)
+
+
+def write_sd1_random_backbone(name: str, entry: dict, out: Path) -> Path:
+    """SD 1.x's architecture with seeded random weights (about 4 GB in fp32); no network."""
+    seed = from_dict(RandomSD1Spec, entry["sd1_random"], f"backbones.{name}.sd1_random").seed
+    torch.manual_seed(seed)
+    unet, vae, text_encoder = sd1_random_architecture().instantiate()
+    info = {"name": name, "source": "generated", "revision": f"generated SD 1.x architecture (seed {seed})"}
+
+    def write(tmp: Path) -> None:
+        unet.save_pretrained(tmp / "unet")
+        vae.save_pretrained(tmp / "vae")
+        text_encoder.save_pretrained(tmp / "text_encoder")
+        write_tokenizer(tmp / "tokenizer", text_encoder.config.max_position_embeddings)
+        _write_info(tmp, info)
+
+    return _write_atomically(out, write)
+
+
+def copy_pretrained_backbone(name: str, entry: dict, pretrained_dir: Path, out: Path) -> Path:
+    """The checkpoint ``name`` of a ``diffris pretrain-backbone`` output folder, copied to ``out``."""
+    source = Path(pretrained_dir) / name
+    info = read_info(source)
+    if info["name"] != name or info.get("pretraining", {}).get("run") != entry["pretrained"]:
+        raise ConfigError(
+            f"{source / INFO_FILE}: holds {info['name']!r} of run {info.get('pretraining', {}).get('run')!r}, "
+            f"expected {name!r} of run {entry['pretrained']!r}; rerun `diffris pretrain-backbone`"
+        )
+    return _write_atomically(out, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
 
 
 def select_hub_files(files: list[str]) -> list[str]:
@@ -277,6 +331,9 @@ class FrozenBackbone(nn.Module):
         for level, module in enumerate(tap_modules(unet)):
             module.register_forward_hook(self._make_hook(level))
         self._sha256: str | None = None
+        self._component_sha256: dict[str, str] = {}
+        self.tokenizer_dir: Path | None = None  # set by from_folder; its files are part of text_sha256
+        self.memory_format = torch.contiguous_format  # of the latents; use_fast_paths may switch it
 
     @classmethod
     def from_folder(cls, path: str | Path, expected_name: str | None = None) -> FrozenBackbone:
@@ -288,7 +345,7 @@ class FrozenBackbone(nn.Module):
         info = read_info(path)
         if expected_name and info.get("name") != expected_name:
             raise ConfigError(f"{path / INFO_FILE}: holds backbone {info.get('name')!r}, expected {expected_name!r}")
-        return cls(
+        backbone = cls(
             UNet2DConditionModel.from_pretrained(path / "unet"),
             AutoencoderKL.from_pretrained(path / "vae"),
             CLIPTextModel.from_pretrained(path / "text_encoder"),
@@ -296,6 +353,8 @@ class FrozenBackbone(nn.Module):
             name=info["name"],
             revision=info["revision"],
         )
+        backbone.tokenizer_dir = path / "tokenizer"
+        return backbone
 
     @classmethod
     def from_architecture(cls, arch: Architecture, name: str, tokenizer=None) -> FrozenBackbone:
@@ -326,8 +385,11 @@ class FrozenBackbone(nn.Module):
 
     @torch.no_grad()
     def encode_image(self, pixel_values: Tensor, scaled: bool) -> Tensor:
-        """Posterior mode of the VAE (no sampling), times the scaling factor if ``scaled``."""
-        latents = self.vae.encode(pixel_values).latent_dist.mode()
+        """Posterior mode of the VAE (no sampling), times the scaling factor if ``scaled``.
+
+        The mode is a view into the VAE's moments; it is laid out densely in ``memory_format``
+        so that the UNet sees the same strides as for latents read from a feature cache."""
+        latents = self.vae.encode(pixel_values).latent_dist.mode().contiguous(memory_format=self.memory_format)
         return latents * self.vae.config.scaling_factor if scaled else latents
 
     def unet_features(self, latents: Tensor, timestep: int, text: Tensor) -> list[Tensor]:
@@ -344,6 +406,36 @@ class FrozenBackbone(nn.Module):
                 {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
             )
         return self._sha256
+
+    def component_sha256(self, component: str) -> str:
+        """sha256 of one network's state dict (``vae``, ``text_encoder`` or ``unet``); cached."""
+        if component not in self._component_sha256:
+            self._component_sha256[component] = state_dict_sha256({component: getattr(self, component)})
+        return self._component_sha256[component]
+
+    def text_sha256(self) -> str:
+        """What CLIP features depend on: the text encoder's weights and the tokenizer's files."""
+        if self.tokenizer_dir is None:
+            raise DiffrisError(f"backbone {self.name}: no tokenizer folder, so its text features cannot be identified")
+        digest = hashlib.sha256(self.component_sha256("text_encoder").encode())
+        for file in sorted(p for p in self.tokenizer_dir.rglob("*") if p.is_file()):
+            digest.update(f"{file.relative_to(self.tokenizer_dir)}:{sha256sum(file)}\n".encode())
+        return digest.hexdigest()
+
+    def use_fast_paths(self, channels_last: bool, gradient_checkpointing: bool, compile_unet: bool) -> None:
+        """Speed and memory options that leave the maths unchanged (``scales.<scale>.train``):
+        channels-last convolutions, activation checkpointing inside the UNet (its backward,
+        which the CP-adapter's gradient needs, then recomputes activations) and ``torch.compile``
+        of the UNet. Attention already runs through PyTorch SDPA (diffusers' AttnProcessor2_0,
+        transformers' ``sdpa``)."""
+        if channels_last:
+            self.memory_format = torch.channels_last
+            self.unet.to(memory_format=torch.channels_last)
+            self.vae.to(memory_format=torch.channels_last)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        if compile_unet:
+            self.unet.compile()
 
     def _make_hook(self, level: int):
         def hook(module: nn.Module, inputs, output) -> None:

@@ -15,6 +15,7 @@ from tabulate import tabulate
 from diffris.config import scale_params
 from diffris.errors import DataError
 from diffris.report.tables import (
+    CONTROL,
     PAPER,
     REGENERATED,
     Table,
@@ -64,7 +65,8 @@ def not_comparable_reasons(params: dict, scale: str) -> list[str]:
     if settings["data_source"] == "synthetic":
         reasons.append("the datasets are small synthetic scenes, not RRSIS-D, RefSegRS and RISBench")
     backbones = params.get("backbones", {})
-    if any("tiny" in backbones.get(name, {}) for name in settings.get("backbones", {}).values()):
+    tiny = ("tiny", "pretrained")
+    if any(k in backbones.get(name, {}) for name in settings.get("backbones", {}).values() for k in tiny):
         reasons.append("the backbones are tiny generated stand-ins for Stable Diffusion")
     return reasons
 
@@ -73,17 +75,16 @@ def table_cells(path: Path, table: Table, spec: TableSpec) -> list[Cell]:
     """Cells of every regenerated row of one table, row by row, metric by metric, split by split."""
     cells = []
     for row_spec in spec.rows:
-        paper = table.row(row_spec.label, PAPER)
-        regenerated = table.row(row_spec.label, REGENERATED)
+        paper = {} if row_spec.control else table.row(row_spec.label, PAPER)
+        regenerated = table.row(row_spec.label, CONTROL if row_spec.control else REGENERATED)
         if paper is None or regenerated is None:
-            raise DataError(
-                f"{path}: no paper and regenerated row {row_spec.label!r}; run `diffris report-tables`"
-            )
+            kind = "control" if row_spec.control else "paper and regenerated"
+            raise DataError(f"{path}: no {kind} row {row_spec.label!r}; run `diffris report-tables`")
         for column in table.columns:
             metric = metric_column(column)
             if metric is not None:
                 split = metric[1] or spec.split or ""
-                cells.append(Cell(row_spec.label, metric[0], split, paper[column], regenerated[column]))
+                cells.append(Cell(row_spec.label, metric[0], split, paper.get(column, ""), regenerated[column]))
     return cells
 
 

@@ -1,7 +1,8 @@
 """Figures 5-8 as PNGs that are byte-identical from one run to the next.
 
 - Fig. 8: mIoU and oIoU against the Stable Diffusion version, from ``tables/fig8.csv``: the
-  regenerated points as a line, the paper's points (those its text states) as squares.
+  regenerated points as a line, the paper's points (those its text states) as squares, control
+  rows (the random backbone) as crosses off the line.
 - Figs. 5-7: one row per sample — expression, image, ground truth, DiffRIS prediction with its
   IoU — from the prediction PNGs and per-sample CSV of ``diffris evaluate`` and the prepared data.
   params.yaml ``figures.<name>`` names the dataset, split, experiment and number of samples; the
@@ -26,11 +27,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from diffris.errors import ConfigError, DataError
-from diffris.report.tables import PAPER, REGENERATED, Table, metrics_path, read_table, table_specs
+from diffris.report.tables import CONTROL, PAPER, REGENERATED, Table, metrics_path, read_table, table_specs
 
 DPI = 120
 FIG8_METRICS = ("mIoU", "oIoU")
-COLORS = {REGENERATED: "#1f77b4", PAPER: "#d62728"}
+COLORS = {REGENERATED: "#1f77b4", PAPER: "#d62728", CONTROL: "#555555"}
 COLUMN_TITLES = ("(a) Expression", "(b) Image", "(c) Ground truth", "(d) DiffRIS")
 
 
@@ -123,6 +124,11 @@ def plot_fig8(table: Table, title: str) -> Figure:
             label="paper (stated in text)",
             ax=ax,
         )
+        control = data[data["source"] == CONTROL]
+        if not control.empty:  # not on the line: an untrained backbone is no SD version
+            sns.scatterplot(
+                data=control, x="position", y="value", marker="X", s=70, color=COLORS[CONTROL], label="control", ax=ax
+            )
         ax.set_xticks(range(len(order)), order)
         ax.set(title=metric, xlabel="Stable Diffusion version", ylabel=f"{metric} (%)")
         ax.legend(loc="best", fontsize=8)

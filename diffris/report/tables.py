@@ -7,8 +7,9 @@ column is text (the encoders of Tables 1-3).
 
 params.yaml ``tables.<name>`` names the dataset, the split and, per regenerated row, the label of
 the paper row it sits beside and the experiment whose metrics fill it. The output table holds
-every paper row in the paper's order, each regenerated row right after its paper row, and a
-``source`` column (``paper`` or ``regenerated``); numbers have two decimals, as in the paper.
+every paper row in the paper's order, each regenerated row right after its paper row, then the
+rows marked ``control: true`` (no paper row: the random-backbone control), and a ``source``
+column (``paper``, ``regenerated`` or ``control``); numbers have two decimals, as in the paper.
 
 Metrics come from ``<metrics>/<experiment>/<dataset>/<split>.json`` (written by ``diffris evaluate``).
 """
@@ -30,6 +31,7 @@ SPLITS = ("val", "test")
 SOURCE = "source"
 PAPER = "paper"
 REGENERATED = "regenerated"
+CONTROL = "control"  # a regenerated row without a paper row (e.g. the random-backbone control)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Table:
 class RowSpec:
     label: str
     experiment: str
+    control: bool = False  # no paper row: follows the paper's rows, source `control`
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def table_specs(params: dict) -> dict[str, TableSpec]:
         raise ConfigError("params.yaml: no `tables` section")
     specs = {}
     for name, entry in section.items():
-        rows = tuple(RowSpec(row["label"], row["experiment"]) for row in entry["rows"])
+        rows = tuple(RowSpec(row["label"], row["experiment"], bool(row.get("control"))) for row in entry["rows"])
         _check_rows(f"tables.{name}", rows, params.get("experiments", {}))
         specs[name] = TableSpec(name, entry["dataset"], entry.get("split"), rows)
     return specs
@@ -206,8 +209,9 @@ def regenerated_row(
 
 
 def build_table(reference: Table, spec: TableSpec, metrics_dir: Path) -> Table:
-    """Paper rows in order, each followed by its regenerated row where params.yaml names one."""
-    experiments = {row.label: row.experiment for row in spec.rows}
+    """Paper rows in order, each followed by its regenerated row where params.yaml names one, then
+    the control rows (text cells empty)."""
+    experiments = {row.label: row.experiment for row in spec.rows if not row.control}
     unknown = sorted(set(experiments) - {row[reference.key] for row in reference.rows})
     if unknown:
         raise ConfigError(
@@ -220,6 +224,11 @@ def build_table(reference: Table, spec: TableSpec, metrics_dir: Path) -> Table:
         label = paper_row[reference.key]
         if label in experiments:
             rows.append(regenerated_row(paper_row, reference.columns, spec, experiments[label], metrics_dir))
+    for control in (row for row in spec.rows if row.control):
+        if reference.row(control.label) is not None:
+            raise ConfigError(f"params.yaml: tables.{spec.name}: control row {control.label!r} has a paper row")
+        blank = {reference.key: control.label, **{c: "" for c in reference.columns[1:]}}
+        rows.append({**regenerated_row(blank, reference.columns, spec, control.experiment, metrics_dir), SOURCE: CONTROL})
     columns = (reference.key, SOURCE, *reference.columns[1:])
     return Table(columns, tuple({column: row[column] for column in columns} for row in rows))
 
@@ -249,6 +258,6 @@ def write_tables(tables: dict[str, Table], out_dir: Path) -> list[Path]:
 
 def format_console(name: str, table: Table) -> str:
     """The rows that have a regenerated twin, paper and regenerated, for the terminal."""
-    labels = {row[table.key] for row in table.rows if row[SOURCE] == REGENERATED}
+    labels = {row[table.key] for row in table.rows if row[SOURCE] in (REGENERATED, CONTROL)}
     lines = [[row[c] for c in table.columns] for row in table.rows if row[table.key] in labels]
     return f"{name}\n{tabulate(lines, headers=table.columns, tablefmt='simple', disable_numparse=True)}\n"

@@ -1,12 +1,20 @@
-# fetch-weights: a Hub snapshot at a pinned revision, or a generated tiny backbone.
+# fetch-weights: a Hub snapshot at a pinned revision, a generated backbone, or a checkpoint of a
+# pretraining run (then the command names its folder: diffris.pipeline.fetch_weights_cmd).
+
+
+def pretraining_input(wildcards):
+    run = pipeline.pretrained_from(config, wildcards.backbone)
+    return [f"models/pretrained/{run}/summary.json"] if run else []
 
 
 rule fetch_weights:
     output:
         "models/backbones/{backbone}/backbone.json",
     input:
+        pretraining_input,
         code("models"),
     params:
         spec=lambda w: config["backbones"][w.backbone],
+        cmd=lambda w: pipeline.fetch_weights_cmd(config, w.backbone),
     shell:
-        "python -m diffris fetch-weights --backbone {wildcards.backbone} --out models/backbones/{wildcards.backbone}"
+        "{params.cmd}"

@@ -1,0 +1,98 @@
+"""The `ci` suite on a real one-node SLURM cluster, through the SLURM profile: the same tables as locally.
+
+The cluster comes from Debian's packages (scripts/local-slurm/cluster.sh; `make test` installs them
+where it runs as root with apt-get). Where it cannot run, the test is skipped and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, ci_snakemake, copy_workflow
+
+CLUSTER = REPO / "scripts" / "local-slurm" / "cluster.sh"
+SLURM_TOOLS = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue", "srun", "scancel")
+
+
+def why_no_cluster() -> str | None:
+    """Why a local SLURM cluster cannot be started on this machine, or None if it can."""
+    if os.geteuid() != 0:
+        return "starting slurmd and munged needs root"
+    path = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"  # the daemons live in sbin
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool, path=path) is None]
+    if missing:
+        return (
+            f"SLURM is not installed ({', '.join(missing)} not found); as root with apt-get, "
+            "`scripts/local-slurm/cluster.sh install` or `make test` installs slurm-wlm and munge"
+        )
+    if Path("/etc/slurm/slurm.conf").exists():
+        return "/etc/slurm/slurm.conf exists (a real cluster, or a local one still running); it is left alone"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory):
+    """Environment of a freshly started private cluster (own folder and ports); stopped afterwards."""
+    if reason := why_no_cluster():
+        pytest.skip(f"cannot run a local SLURM cluster here: {reason}")
+    state = tmp_path_factory.mktemp("slurm")
+    env = dict(
+        os.environ, DIFFRIS_SLURM_DIR=str(state),
+        DIFFRIS_SLURMCTLD_PORT=str(free_port()), DIFFRIS_SLURMD_PORT=str(free_port()),
+    )  # fmt: skip
+    start = subprocess.run([str(CLUSTER), "start"], env=env, capture_output=True, text=True)
+    assert start.returncode == 0, f"the local cluster did not start:\n{start.stdout}{start.stderr}"
+    yield dict(env, SLURM_CONF=str(state / "slurm.conf"))
+    subprocess.run([str(CLUSTER), "stop"], env=env, capture_output=True, text=True)
+
+
+def table1_slice(work: Path) -> None:
+    """Narrow the copy's params.yaml to the runs of Table 1 (RRSIS-D: `full` and the random
+    control): every other table and figure points at those runs, so building table1.csv takes 14
+    SLURM jobs, one or more of each rule up to the tables. Each SLURM job pays for its own Snakemake
+    start and the plugin's status polling (about 12 s a job on a 2-CPU node), which makes the whole
+    ci suite take 7 minutes there; DIFFRIS_SLURM_FULL_SUITE=1 runs all of it."""
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    for name, table in params["tables"].items():
+        if name != "table1":
+            table.update(dataset="rrsisd", rows=[{"label": "slice", "experiment": "full", "control": True}])
+    for figure in params["figures"].values():
+        figure.update(dataset="rrsisd", experiment="full")
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_ci_suite_through_the_slurm_executor_gives_the_local_tables(slurm_env, ci_local_run, tmp_path):
+    work = copy_workflow(tmp_path / "workflow")
+    full_suite = os.environ.get("DIFFRIS_SLURM_FULL_SUITE") == "1"
+    if not full_suite:
+        table1_slice(work)
+    targets = [] if full_suite else ["results/ci/tables/table1.csv"]
+    proc = ci_snakemake(
+        work, *targets, "--workflow-profile", "workflow/profiles/slurm", "--jobs", "4", "--slurm-no-account",
+        "--slurm-init-seconds-before-status-checks", "1",
+        # the profile sizes jobs for the paper scale; the test node has 2 CPUs and a few GB
+        "--default-resources", "mem_mb=1000", "runtime=30", "--set-resources", "train:mem_mb=1500",
+        env=slurm_env,
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    submitted = log.count("has been submitted with SLURM jobid")
+    assert submitted >= (40 if full_suite else 12), log[-3000:]  # every job went to SLURM
+    local, slurm = ci_local_run / "results" / "ci" / "tables", work / "results" / "ci" / "tables"
+    tables = sorted(p.name for p in local.glob("*.csv")) if full_suite else ["table1.csv"]
+    assert tables and all((slurm / name).is_file() for name in tables)
+    for name in tables:  # the slice's other tables hold its stand-in rows: only table1 is comparable
+        assert (slurm / name).read_text() == (local / name).read_text(), name
