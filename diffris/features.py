@@ -35,7 +35,7 @@ import numpy as np
 
 from diffris.config import SPLITS
 from diffris.errors import DiffrisError
-from diffris.fileio import sha256sum
+from diffris.fileio import atomic_folder, sha256sum
 
 CACHE_FILE = "cache.json"
 FORMAT = 1
@@ -258,22 +258,16 @@ def build_cache(request: CacheRequest) -> Path:
     backbone.to(device)
     info = _cache_info(request, backbone)
     donor = _latent_donor(request, info)
-    out = Path(request.out)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def write(tmp: Path) -> None:
         for split in info["splits"]:
-            (tmp / split).mkdir(parents=True)
+            (tmp / split).mkdir()
             if donor is not None:
                 _link(donor / split / "latents.npy", tmp / split / "latents.npy")
             _compute_split(request, backbone, device, split, tmp / split, latents=donor is None)
         (tmp / CACHE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+
+    return atomic_folder(Path(request.out), write)
 
 
 def _cache_info(request: CacheRequest, backbone) -> dict:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from diffris.errors import ConfigError, DiffrisError, FetchError
-from diffris.fileio import sha256sum
+from diffris.fileio import atomic_folder, sha256sum
 from diffris.models.config import from_dict
 from diffris.models.tokenizer import BOS, EOS, build_vocab, write_tokenizer
 
@@ -214,7 +214,7 @@ def write_tiny_backbone(name: str, entry: dict, out: Path) -> Path:
         write_tokenizer(tmp / "tokenizer", spec.max_length)
         _write_info(tmp, info)
 
-    return _write_atomically(out, write)
+    return atomic_folder(out, write)
 
 
 def write_sd1_random_backbone(name: str, entry: dict, out: Path) -> Path:
@@ -231,7 +231,7 @@ def write_sd1_random_backbone(name: str, entry: dict, out: Path) -> Path:
         write_tokenizer(tmp / "tokenizer", text_encoder.config.max_position_embeddings)
         _write_info(tmp, info)
 
-    return _write_atomically(out, write)
+    return atomic_folder(out, write)
 
 
 def copy_pretrained_backbone(name: str, entry: dict, pretrained_dir: Path, out: Path) -> Path:
@@ -243,7 +243,7 @@ def copy_pretrained_backbone(name: str, entry: dict, pretrained_dir: Path, out: 
             f"{source / INFO_FILE}: holds {info['name']!r} of run {info.get('pretraining', {}).get('run')!r}, "
             f"expected {name!r} of run {entry['pretrained']!r}; rerun `diffris pretrain-backbone`"
         )
-    return _write_atomically(out, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
+    return atomic_folder(out, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
 
 
 def select_hub_files(files: list[str]) -> list[str]:
@@ -288,22 +288,7 @@ def fetch_hub_backbone(name: str, entry: dict, out: Path, revision: str | None =
         digests = {f: sha256sum(tmp / f) for f in files}
         _write_info(tmp, {"name": name, "source": "hub", "repo_id": repo_id, "revision": revision, "files": digests})
 
-    return _write_atomically(out, write)
-
-
-def _write_atomically(out: Path, write) -> Path:
-    """Build the folder next to ``out`` and move it in place only when complete."""
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    return atomic_folder(out, write)
 
 
 def _write_info(folder: Path, info: dict) -> None:

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffris.errors import ConfigError
-from diffris.models.backbone import TinySpec, _write_atomically, _write_info, tiny_architecture, tiny_spec
+from diffris.fileio import atomic_folder
+from diffris.models.backbone import TinySpec, _write_info, tiny_architecture, tiny_spec
 from diffris.models.config import from_dict
 from diffris.models.tokenizer import build_vocab, write_tokenizer
 
@@ -299,7 +300,7 @@ def pretrain(run: PretrainRun, out: Path) -> Path:
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
-    return _write_atomically(Path(out), write)
+    return atomic_folder(Path(out), write)
 
 
 def backbone_info(run: PretrainRun, name: str) -> dict:
