@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup mini test slurm
+.PHONY: setup mini test slurm qemu
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ setup: $(VENV)/.installed
 mini: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores all
 
-test: setup slurm
+test: setup slurm qemu
 	$(PY) -m pytest
 
 # tests/test_slurm.py runs the ci suite on a local one-node SLURM cluster. Its packages are installed
@@ -30,3 +30,12 @@ slurm:
 		scripts/local-slurm/cluster.sh install || echo "make: could not install slurm-wlm and munge; tests/test_slurm.py will say why it skips"; \
 	else echo "make: no root or no apt-get: SLURM not installed; tests/test_slurm.py will say why it skips"; fi
 
+
+# tests/test_determinism.py compares the pinned CPU kernels' bytes with emulated AVX2-only Intel and
+# AMD CPUs (qemu-user). Installed here where that is possible; elsewhere the test says why it skips.
+qemu:
+	@if command -v qemu-x86_64 >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq qemu-user >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq qemu-user >/dev/null 2>&1)) \
+		|| echo "make: could not install qemu-user; tests/test_determinism.py will say why it skips"; \
+	else echo "make: no root or no apt-get: qemu-user not installed; tests/test_determinism.py will say why it skips"; fi

@@ -4,6 +4,8 @@
 
 from snakemake.utils import min_version, validate
 
+from diffris.config import check_workflow_config
+
 min_version("9.20")
 
 
@@ -11,6 +13,7 @@ configfile: "params.yaml"
 
 
 validate(config, "workflow/schemas/params.schema.yaml")
+check_workflow_config(config, workflow.configfiles)  # cross-references, duplicate keys: before any planning
 
 
 include: "workflow/rules/common.smk"

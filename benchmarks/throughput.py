@@ -40,6 +40,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PATHS = ("naive", "optimised")
 
+from diffris.determinism import pin_cpu  # noqa: E402  (before torch: the kernels the pipeline uses)
+
+pin_cpu()
+
 
 # --- one measurement (a worker process) --------------------------------------------------------
 

@@ -27,6 +27,7 @@ from diffris.fileio import atomic_write
 
 BACKBONE_KEYS = ("name", "revision", "weights_sha256")
 METADATA_KEY = "diffris"
+STATE_KEYS = {"backbone", "weights", "optimizer", "scheduler", "rng", "counters"}
 
 
 class CheckpointError(DiffrisError):
@@ -54,7 +55,7 @@ def save_weights(path: Path, weights: dict[str, torch.Tensor], backbone: dict, i
     record = {"backbone": {k: backbone[k] for k in BACKBONE_KEYS}, "info": info}
     # One metadata key: safetensors writes several in no fixed order, and files should be stable.
     metadata = {METADATA_KEY: json.dumps(record, sort_keys=True)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(path, lambda tmp: _written(tmp, lambda: save_file(tensors, str(tmp), metadata=metadata)))
 
 
 def read_weights_info(path: Path) -> tuple[dict, dict]:
@@ -68,8 +69,11 @@ def read_weights_info(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     if METADATA_KEY not in metadata:
         raise CheckpointError(f"{path}: no backbone record in the metadata; not a diffris checkpoint")
-    record = json.loads(metadata[METADATA_KEY])
-    return record["backbone"], record["info"]
+    try:
+        record = json.loads(metadata[METADATA_KEY])
+        return record["backbone"], record["info"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: unreadable backbone record in the metadata ({err!r})") from None
 
 
 def load_weights(path: Path, backbone: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -94,7 +98,15 @@ def load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor], pat
 
 
 def save_state(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: _written(tmp, lambda: torch.save(state, tmp)))
+
+
+def _written(path: Path, save) -> None:
+    """Run ``save``; torch and safetensors report a failed write (a full disk) as RuntimeError."""
+    try:
+        save()
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({err}); check free space and permissions") from None
 
 
 def load_state(path: Path, backbone: dict) -> dict:
@@ -102,6 +114,8 @@ def load_state(path: Path, backbone: dict) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable resume state ({err})") from None
+    if not isinstance(state, dict) or not STATE_KEYS <= set(state):
+        raise CheckpointError(f"{path}: not a resume state of `diffris train` (expected keys {sorted(STATE_KEYS)})")
     check_backbone(path, state["backbone"], backbone)
     return state
 

@@ -6,6 +6,9 @@ that ``diffris --help`` stays fast.
 
 Hugging Face offline mode is decided here, before anything imports ``huggingface_hub``: only a
 sub-command registered with ``needs_network=True`` (a real download) may reach the Hub.
+
+The CPU kernels are pinned here too, before anything imports torch or numpy
+(``diffris.determinism``, ``DIFFRIS_CPU_ISA``; docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import importlib
 import os
 import sys
 
+from diffris.determinism import PinError, pin_cpu
 from diffris.errors import DiffrisError
 
 COMMAND_MODULES = (
@@ -26,6 +30,7 @@ COMMAND_MODULES = (
     "diffris.report.cli",
     "diffris.features",
     "diffris.plan",
+    "diffris.determinism",
 )
 
 
@@ -44,6 +49,11 @@ def set_hub_mode(online: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        pin_cpu()  # before build_parser: command modules may import numpy, handlers import torch
+    except PinError as err:
+        print(f"diffris: error: {err}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     needs_network = getattr(args, "needs_network", False)
     set_hub_mode(needs_network(args) if callable(needs_network) else bool(needs_network))
@@ -52,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     except DiffrisError as err:
         print(f"diffris {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only folder, a full disk, ...: one line naming the file
+        print(f"diffris {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"diffris {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def describe_os_error(err: OSError) -> str:
+    """``<file>: <reason>`` for an operating-system error, e.g. a full disk or no permission."""
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}"

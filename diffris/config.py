@@ -1,11 +1,14 @@
 """params.yaml -> validated configuration.
 
 The same JSON schema (``workflow/schemas/params.schema.yaml``) validates params.yaml here and in
-Snakemake's ``validate()``. Errors name the offending key path, e.g. ``scales.mini.image_size``.
+Snakemake's ``validate()``, and the same ``check_references`` checks the names that point from one
+section to another (the Snakefile calls it when it is parsed). Errors name the offending key path,
+e.g. ``scales.mini.image_size``. A key given twice in one mapping is an error, not "the last wins".
 """
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,23 +53,92 @@ def _describe(err) -> str:
     return err.message
 
 
-def load_params(path: str | Path | None = None) -> dict:
-    """Read and validate params.yaml; ``scale`` must name an entry of ``scales``."""
-    path = Path(path) if path else DEFAULT_PARAMS
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file read safely, with duplicate keys refused; errors name the file and line."""
+    path = Path(path)
     try:
-        with open(path) as f:
-            params = yaml.safe_load(f)
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+
+
+def load_params(path: str | Path | None = None) -> dict:
+    """Read and validate params.yaml: schema, ``scale`` and every cross-reference."""
+    path = Path(path) if path else DEFAULT_PARAMS
+    params = read_yaml(path)
     validate_params(params, str(path))
-    if params["scale"] not in params["scales"]:
-        raise ConfigError(
-            f"{path}: scale: {params['scale']!r} is not one of the scales "
-            f"({', '.join(params['scales'])})"
-        )
+    check_references(params, str(path))
     return params
+
+
+def check_references(params: dict, source: str = "params.yaml") -> None:
+    """Raise ConfigError, naming the key path, for the first name that points nowhere: the scale,
+    the experiments that tables and figures name, each experiment's SD version in every scale,
+    each scale's backbones and the pretraining runs behind backbones. The CLI (``load_params``)
+    and the Snakefile both call this, before anything is planned."""
+    for where, problem in reference_errors(params):
+        raise ConfigError(f"{source}: {where}: {problem}")
+
+
+def reference_errors(params: dict):
+    """(key path, problem) of every broken cross-reference, in a fixed order."""
+    scales, experiments, backbones = params["scales"], params["experiments"], params["backbones"]
+    pretraining = params.get("pretraining") or {}
+    if params["scale"] not in scales:
+        yield "scale", f"{params['scale']!r} is not one of the scales ({', '.join(scales)})"
+    for name, table in params["tables"].items():
+        for k, row in enumerate(table["rows"]):
+            if row["experiment"] not in experiments:
+                yield f"tables.{name}.rows.{k}.experiment", _unknown(row["experiment"], "experiments", experiments)
+    for name, figure in params["figures"].items():
+        if figure["experiment"] not in experiments:
+            yield f"figures.{name}.experiment", _unknown(figure["experiment"], "experiments", experiments)
+    for scale_name, scale in scales.items():
+        for k, experiment in enumerate(scale.get("seeded_experiments") or []):
+            if experiment not in experiments:
+                yield f"scales.{scale_name}.seeded_experiments.{k}", _unknown(experiment, "experiments", experiments)
+        for version, backbone in scale["backbones"].items():
+            if backbone not in backbones:
+                yield f"scales.{scale_name}.backbones.{version}", _unknown(backbone, "backbones", backbones)
+    versions = [("model.backbone", params["model"]["backbone"])]
+    versions += [(f"experiments.{e}.backbone", o["backbone"]) for e, o in experiments.items() if "backbone" in o]
+    for where, version in versions:
+        for scale_name, scale in scales.items():
+            if version not in scale["backbones"]:
+                yield where, _unknown(version, f"scales.{scale_name}.backbones", scale["backbones"], "an SD version of")
+    for name, entry in backbones.items():
+        run = entry.get("pretrained")
+        if run is not None and run not in pretraining:
+            yield f"backbones.{name}.pretrained", _unknown(run, "pretraining", pretraining)
+        elif run is not None and name not in pretraining[run]["unet"]["checkpoints"]:
+            yield f"backbones.{name}.pretrained", f"pretraining.{run}.unet.checkpoints has no {name!r}"
+    for run, entry in pretraining.items():
+        if entry["architecture"] not in backbones:
+            yield f"pretraining.{run}.architecture", _unknown(entry["architecture"], "backbones", backbones)
+
+
+def _unknown(name: Any, section: str, known, kind: str = "a key of") -> str:
+    return f"{name!r} is not {kind} `{section}` (has: {', '.join(map(str, known)) or 'none'})"
 
 
 def scale_params(params: dict, scale: str | None = None) -> dict:
@@ -76,3 +148,27 @@ def scale_params(params: dict, scale: str | None = None) -> dict:
         return params["scales"][scale]
     except KeyError:
         raise ConfigError(f"scale {scale!r} is not one of {', '.join(params['scales'])}") from None
+
+
+def check_workflow_config(config: dict, configfiles: list[str]) -> None:
+    """The Snakefile's check, when it is parsed: duplicate keys in its config files, then the
+    cross-references, by the same code as the CLI. Exits with one line naming the key path."""
+    try:
+        for path in configfiles:
+            read_yaml(path)
+        check_references(config, " + ".join(map(str, configfiles)) or "config")
+        check_experiments(config, config["scale"])
+    except ConfigError as err:
+        sys.exit(f"diffris: error: {err}")
+
+
+def check_experiments(params: dict, scale: str) -> None:
+    """Build every experiment's model config at ``scale`` as the CLI does, so that no Snakemake
+    input function meets a config error later (Snakemake would plan around it, not stop)."""
+    from diffris.models.config import config_from_params
+
+    for name in params["experiments"]:
+        try:
+            config_from_params(params, name, scale)
+        except ConfigError as err:
+            raise ConfigError(f"experiments.{name} at scale {scale}: {err}") from None

@@ -18,6 +18,8 @@ the text must lose accuracy.
 from __future__ import annotations
 
 import csv
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffris.checkpoint import CheckpointError, load_trainable, load_weights
-from diffris.fileio import write_json
+from diffris.fileio import OutputError, check_inputs, write_json
 from diffris.metrics import metrics_from_counts, sample_iou
 
 DECIMALS = 4
@@ -44,6 +46,7 @@ class EvalResult:
     intersections: list[int] = field(default_factory=list)
     unions: list[int] = field(default_factory=list)
     predictions: dict[int, np.ndarray] = field(default_factory=dict)
+    assignment: dict[str, dict[str, float]] = field(default_factory=dict)  # PCMRD stages' diagnostics
 
     def metrics(self) -> dict[str, float]:
         return metrics_from_counts(self.intersections, self.unions)
@@ -92,10 +95,12 @@ def evaluate_model(
     """Run ``model`` over ``dataset`` (prepared pixels or cached features, see
     ``diffris.features``) in order."""
     from diffris.features import model_inputs
+    from diffris.models.pcmrd import AssignmentMonitor
 
     was_training = model.training
     model.eval()
     result = EvalResult()
+    monitor = AssignmentMonitor(model)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda"
     )
@@ -104,6 +109,7 @@ def evaluate_model(
         texts = list(batch["expression"])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(**model_inputs(model, batch, device, memory_format))
+        monitor.update()
         pred = logits.argmax(dim=1) == 1  # foreground iff its logit is the larger (ties: background)
         gt = batch["mask"].to(device)
         result.intersections += (pred & gt).sum(dim=(1, 2)).tolist()
@@ -114,6 +120,7 @@ def evaluate_model(
         for row, index in enumerate(indices):
             if index in keep:
                 result.predictions[index] = pred[row].cpu().numpy()
+    result.assignment = monitor.read()
     model.train(was_training)
     return result
 
@@ -150,6 +157,7 @@ def evaluate_run(
     from diffris.features import SwappedExpressions, open_split
     from diffris.train import check_prepared, mixed_precision, set_cpu_threads
 
+    check_eval_out(Path(out), [run, data, backbone_dir, features])
     model, config, info = load_trained_model(run, backbone_dir)
     train = config["train"]
     set_cpu_threads(train.get("cpu_threads", 0))
@@ -173,8 +181,22 @@ def evaluate_run(
         swapped = SwappedExpressions(dataset, shuffled_sources(len(dataset), config["seed"]))
         result = evaluate_model(model, swapped, **settings)
     report["metrics"] = result.rounded_metrics()
+    if result.assignment:
+        report["assignment"] = result.assignment  # PCMRD diagnostics at evaluation (docs/model.md)
+        report["training_assignment"] = training_assignment(Path(run))
     _write_outputs(Path(out), report, result)
     return report
+
+
+def training_assignment(run: Path) -> list[dict]:
+    """The per-epoch PCMRD diagnostics that training logged (``log.jsonl``), oldest first."""
+    from diffris.train import LOG_FILE
+
+    path = run / LOG_FILE
+    if not path.exists():
+        return []
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [{"epoch": r["epoch"], **r["assignment"]} for r in records if r.get("kind") == "epoch" and "assignment" in r]
 
 
 def _report(config: dict, info: dict, split: str, num_samples: int, shuffled: bool) -> dict:
@@ -187,6 +209,42 @@ def _report(config: dict, info: dict, split: str, num_samples: int, shuffled: bo
         "checkpoint": {key: info[key] for key in ("selected", "epoch", "global_step")},
         "shuffle_expressions": shuffled,
     }
+
+
+CSV_HEADER = "index,id,expression,I,U,IoU"
+PREDICTION_NAME = re.compile(r"\d{5}\.png|\.snakemake_timestamp")  # Snakemake marks directory() outputs
+
+
+def check_eval_out(out: Path, inputs: list[Path | None]) -> None:
+    """Refuse an ``--out`` whose JSON, CSV or predictions folder lies in an input or would
+    overwrite something evaluate did not write (recognised by content: a metrics report, this
+    CSV header, a folder of ``NNNNN.png`` predictions)."""
+    folder = out.with_name(f"{out.stem}-predictions")
+    for path in (out, out.with_suffix(".csv"), folder):
+        check_inputs(path, inputs)
+    if out.exists() and not _is_report(out):
+        raise OutputError(f"--out {out}: exists and is not a metrics JSON of `diffris evaluate`; refusing to overwrite it")
+    csv_path = out.with_suffix(".csv")
+    if csv_path.exists() and (not csv_path.is_file() or _first_line(csv_path) != CSV_HEADER):
+        raise OutputError(f"{csv_path}: exists and is not a per-sample CSV of `diffris evaluate`; refusing to overwrite it")
+    if folder.exists():
+        others = [p for p in folder.iterdir()] if folder.is_dir() else [folder]
+        foreign = next((p for p in others if not PREDICTION_NAME.fullmatch(p.name) or not p.is_file()), None)
+        if foreign is not None:
+            raise OutputError(f"{foreign}: not a prediction of `diffris evaluate`; refusing to replace {folder}")
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(report, dict) and {"experiment", "dataset", "split", "metrics"} <= set(report)
+
+
+def _first_line(path: Path) -> str:
+    with open(path, errors="replace") as f:
+        return f.readline().rstrip("\n")
 
 
 def _write_outputs(out: Path, report: dict, result: EvalResult) -> None:

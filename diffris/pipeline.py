@@ -2,7 +2,9 @@
 
 Snakemake (``workflow/rules/common.smk``) and the generator of ``dvc.yaml`` both read these
 lists, so the two tools build the same jobs. A run used by several tables is trained once:
-the runs are the distinct (experiment, dataset) pairs that the tables and figures name.
+the runs are the distinct (experiment, dataset) pairs that the tables and figures name, each
+trained with every seed of the scale (``scales.<scale>.seeds``: params.yaml ``seed`` + 0..N-1).
+A table row with ``evaluation: shuffled`` adds the shuffled-expression evaluation of its run.
 
 Paths (see ``../shared/DESIGN.md``)::
 
@@ -11,9 +13,9 @@ Paths (see ``../shared/DESIGN.md``)::
     models/pretrained/<run>/                  pretrain-backbone (tiny backbones' checkpoints)
     models/backbones/<backbone>/              fetch-weights
     features/<scale>/<dataset>/<backbone>/    cache-features (frozen VAE/CLIP/UNet outputs; scales.<scale>.features)
-    runs/<scale>/<experiment>/<dataset>/      train (model.safetensors when complete)
-    results/<scale>/metrics/<experiment>/<dataset>/<split>.json    evaluate
-    results/<scale>/{tables,figures,comparison.md}                 report
+    runs/<scale>/<experiment>/<dataset>/seed<k>/     train (model.safetensors when complete)
+    results/<scale>/metrics/<experiment>/<dataset>/seed<k>/<split>[-shuffled].json   evaluate (+ .csv, -predictions/)
+    results/<scale>/{tables,figures,comparison.md}   report (tables/<table>.csv and <table>-intervals.csv)
 """
 
 from __future__ import annotations
@@ -26,34 +28,69 @@ from diffris.errors import ConfigError
 from diffris.models.config import config_from_params
 
 BOTH_SPLITS = ("val", "test")
+SHUFFLED = "shuffled"  # a table row's `evaluation`: the shuffled-expression control of its run
 
 
 @dataclass(frozen=True, order=True)
 class Run:
+    """A trained configuration: one experiment on one dataset (trained once per seed)."""
+
     experiment: str
     dataset: str
+
+    def folder(self, scale: str, seed: int) -> str:
+        return f"runs/{scale}/{self.experiment}/{self.dataset}/seed{seed}"
 
 
 @dataclass(frozen=True, order=True)
 class Evaluation:
+    """A (run, split) a table or figure reads; ``shuffled``: with ``--shuffle-expressions``."""
+
     experiment: str
     dataset: str
     split: str
+    shuffled: bool = False
+
+    @property
+    def run(self) -> Run:
+        return Run(self.experiment, self.dataset)
+
+    def base(self, scale: str, seed: int) -> str:
+        """The metrics path without its suffix: ``<base>.json``, ``<base>.csv``, ``<base>-predictions``."""
+        name = f"{self.split}-{SHUFFLED}" if self.shuffled else self.split
+        return f"results/{scale}/metrics/{self.experiment}/{self.dataset}/seed{seed}/{name}"
+
+
+def seeds(params: dict, scale: str, experiment: str | None = None) -> list[int]:
+    """The training seeds of ``experiment`` at ``scale``: params.yaml ``seed`` + 0..N-1 with
+    N = ``scales.<scale>.seeds``, or the first seed alone for an experiment left out of
+    ``scales.<scale>.seeded_experiments`` where that list is given (None: the most any has)."""
+    settings = scale_params(params, scale)
+    count = settings.get("seeds", 1)
+    chosen = settings.get("seeded_experiments")
+    if experiment is not None and chosen is not None and experiment not in chosen:
+        count = 1
+    return [params["seed"] + k for k in range(count)]
 
 
 def runs(params: dict) -> list[Run]:
-    """Every training run the tables and figures need, once each, sorted."""
+    """Every training run the tables and figures need, once each, sorted (each has every seed)."""
     wanted = {Run(row["experiment"], t["dataset"]) for t in params["tables"].values() for row in t["rows"]}
     wanted |= {Run(f["experiment"], f["dataset"]) for f in params["figures"].values()}
     return sorted(wanted)
 
 
 def evaluations(params: dict) -> list[Evaluation]:
-    """Every (run, split) a table or figure reads; a table without `split` shows val and test."""
+    """Every (run, split) a table or figure reads, sorted; a table without `split` shows val and
+    test; a row with ``evaluation: shuffled`` reads the shuffled-expression evaluation."""
     wanted = set()
     for table in params["tables"].values():
         splits = [table["split"]] if "split" in table else BOTH_SPLITS
-        wanted |= {Evaluation(r["experiment"], table["dataset"], s) for r in table["rows"] for s in splits}
+        wanted |= {
+            Evaluation(r["experiment"], table["dataset"], s, r.get("evaluation") == SHUFFLED)
+            for r in table["rows"]
+            for s in splits
+        }
     wanted |= {Evaluation(f["experiment"], f["dataset"], f["split"]) for f in params["figures"].values()}
     return sorted(wanted)
 
@@ -177,10 +214,10 @@ def image_size(params: dict, scale: str) -> int:
     return scale_params(params, scale)["image_size"]
 
 
-def run_params(params: dict, scale: str, experiment: str, dataset: str) -> str:
-    """Everything in params.yaml that one training run depends on, as canonical JSON."""
+def run_params(params: dict, scale: str, experiment: str, dataset: str, seed: int) -> str:
+    """Everything in params.yaml that one training run (one seed) depends on, as canonical JSON."""
     relevant = {
-        "seed": params["seed"],
+        "seed": seed,
         "image_size": image_size(params, scale),
         "model": asdict(config_from_params(params, experiment, scale)),
         "train": scale_params(params, scale)["train"],
@@ -235,18 +272,21 @@ def dvc_stages(params: dict, scale: str) -> dict:
     for cache in feature_caches(params, scale):
         stages[f"features-{cache.dataset}-{cache.backbone}"] = _feature_stage(params, scale, cache)
     for run in runs(params):
-        stages[f"train-{run.experiment}-{run.dataset}"] = _train_stage(params, scale, run)
+        for seed in seeds(params, scale, run.experiment):
+            stages[f"train-{run.experiment}-{run.dataset}-seed{seed}"] = _train_stage(params, scale, run, seed)
     for ev in evaluations(params):
-        stages[f"evaluate-{ev.experiment}-{ev.dataset}-{ev.split}"] = _evaluate_stage(params, scale, ev)
+        for seed in seeds(params, scale, ev.experiment):
+            name = f"evaluate-{ev.experiment}-{ev.dataset}-seed{seed}-{ev.split}" + (f"-{SHUFFLED}" if ev.shuffled else "")
+            stages[name] = _evaluate_stage(params, scale, ev, seed)
     stages.update(_report_stages(params, scale))
     return stages
 
 
-def _train_stage(params: dict, scale: str, run: Run) -> dict:
-    folder, backbone = f"runs/{scale}/{run.experiment}/{run.dataset}", backbone_of(params, scale, run.experiment)
+def _train_stage(params: dict, scale: str, run: Run, seed: int) -> dict:
+    folder, backbone = run.folder(scale, seed), backbone_of(params, scale, run.experiment)
     return {
         "cmd": f"python -m diffris launch --gpus {params.get('train_gpus', {}).get(scale, 0)}"
-        f" train --experiment {run.experiment} --dataset {run.dataset}"
+        f" train --experiment {run.experiment} --dataset {run.dataset} --seed {seed}"
         f" --scale {scale} --data data/prepared/{scale}/{run.dataset}"
         f" --backbone-dir models/backbones/{backbone}{features_option(params, scale, run.experiment, run.dataset)} --out {folder}",
         "deps": [
@@ -265,7 +305,7 @@ def _train_stage(params: dict, scale: str, run: Run) -> dict:
             f"scales.{scale}.backbones",
             f"scales.{scale}.train",
         ],
-        "outs": [f"{folder}/model.safetensors"],
+        "outs": [f"{folder}/model.safetensors", f"{folder}/trained.json"],  # trained.json: written last
     }
 
 
@@ -290,14 +330,13 @@ def _feature_deps(params: dict, scale: str, experiment: str, dataset: str) -> li
     return [cache.folder(scale), FEATURES_CODE] if cache else []
 
 
-def _evaluate_stage(params: dict, scale: str, ev: Evaluation) -> dict:
-    run = f"runs/{scale}/{ev.experiment}/{ev.dataset}"
-    base = f"results/{scale}/metrics/{ev.experiment}/{ev.dataset}/{ev.split}"
+def _evaluate_stage(params: dict, scale: str, ev: Evaluation, seed: int) -> dict:
+    run, base = ev.run.folder(scale, seed), ev.base(scale, seed)
     backbone = backbone_of(params, scale, ev.experiment)
     return {
         "cmd": f"python -m diffris evaluate --run {run} --split {ev.split} --data data/prepared/{scale}/{ev.dataset}"
         f" --backbone-dir models/backbones/{backbone}{features_option(params, scale, ev.experiment, ev.dataset)}"
-        f" --out {base}.json",
+        f" --out {base}.json" + (" --shuffle-expressions" if ev.shuffled else ""),
         "deps": [
             f"{run}/model.safetensors",
             f"data/prepared/{scale}/{ev.dataset}",
@@ -311,31 +350,40 @@ def _evaluate_stage(params: dict, scale: str, ev: Evaluation) -> dict:
 
 def _report_stages(params: dict, scale: str) -> dict:
     results, tables = f"results/{scale}", [*params["tables"]]
-    metrics = [
-        f"{results}/metrics/{e.experiment}/{e.dataset}/{e.split}.json" for e in evaluations(params)
+    table_files = [f"{results}/tables/{name}" for t in tables for name in (f"{t}.csv", f"{t}-intervals.csv")]
+    per_sample = [
+        f"{e.base(scale, seed)}{suffix}" for e in evaluations(params) for seed in seeds(params, scale, e.experiment) for suffix in (".json", ".csv")
     ]
+    first = params["seed"]  # the qualitative figures show the first seed's predictions
     figure_inputs = [
-        f"{results}/metrics/{f['experiment']}/{f['dataset']}/{f['split']}-predictions" for f in params["figures"].values()
+        Evaluation(f["experiment"], f["dataset"], f["split"]).base(scale, first) + kind
+        for f in params["figures"].values()
+        for kind in ("-predictions", ".json")
     ]
     return {
         "report-tables": {
             "cmd": f"python -m diffris report-tables --reference results/reference --metrics {results}/metrics"
-            f" --out {results}/tables --quiet",
-            "deps": [*metrics, "results/reference", CODE["report"]],
+            f" --scale {scale} --out {results}/tables --quiet",
+            "deps": [*per_sample, "results/reference", CODE["report"]],
             "params": ["tables"],
-            "outs": [{f"{results}/tables/{t}.csv": {"cache": False}} for t in tables],
+            "outs": [{path: {"cache": False}} for path in table_files],
+        },
+        "environment": {
+            "cmd": f"python -m diffris environment --scale {scale} --out {results}/ENVIRONMENT.json",
+            "deps": [f"{results}/tables/{t}.csv" for t in tables],
+            "outs": [{f"{results}/ENVIRONMENT.json": {"cache": False}}],
         },
         "report-figures": {
             "cmd": f"python -m diffris report-figures --tables {results}/tables --metrics {results}/metrics"
             f" --data data/prepared/{scale} --out {results}/figures",
-            "deps": [f"{results}/tables/fig8.csv", *figure_inputs, CODE["report"]],
+            "deps": [f"{results}/tables/fig8.csv", f"{results}/tables/fig8-intervals.csv", *figure_inputs, CODE["report"]],
             "params": ["figures"],
-            "outs": [{f"{results}/figures/{f}.png": {"cache": False}} for f in ("fig5", "fig6", "fig7", "fig8")],
+            "outs": [{f"{results}/figures/{f}.png": {"cache": False}} for f in ("fig5", "fig6", "fig7", "fig8", "assignment")],
         },
         "report-comparison": {
             "cmd": f"python -m diffris report-comparison --tables {results}/tables --scale {scale}"
             f" --out {results}/comparison.md",
-            "deps": [*(f"{results}/tables/{t}.csv" for t in tables), CODE["report"]],
+            "deps": [*table_files, CODE["report"]],
             "outs": [{f"{results}/comparison.md": {"cache": False}}],
         },
     }

@@ -6,9 +6,11 @@ numbers given with ``--throughput``. Per run it adds
 
 - training: ``epochs x (train samples // batch) x batch`` samples at the training rate;
 - validation: the val split every ``val_every_epochs`` epochs, at the evaluation rate;
-- evaluation: each split a table reads, at the evaluation rate;
+- evaluation: each split a table reads, at the evaluation rate (twice for the shuffled-expression
+  control, which evaluates both ways);
 
-and once per (dataset, backbone), when the scale caches features, the cache build of all splits.
+all of it once per seed (``scales.<scale>.seeds``); and once per (dataset, backbone), when the
+scale caches features, the cache build of all splits.
 Hours are device-seconds / 3600 on the measured device: N devices finish N times sooner
 (accelerate keeps the global batch), communication not counted. A run that several tables use is
 trained once: each table lists all its runs, but the ``new`` column and the total count a run
@@ -100,9 +102,9 @@ def split_sizes(params: dict, scale: str, dataset: str) -> dict[str, int]:
 
 
 def run_hours(params: dict, scale: str, run, throughput: Throughput) -> dict:
-    """Device-hours of one run: training, validation and its evaluations."""
+    """Device-hours of one run, all its seeds: training, validation and its evaluations."""
     from diffris.config import scale_params
-    from diffris.pipeline import evaluations
+    from diffris.pipeline import evaluations, seeds
 
     train = scale_params(params, scale)["train"]
     sizes = split_sizes(params, scale, run.dataset)
@@ -110,12 +112,14 @@ def run_hours(params: dict, scale: str, run, throughput: Throughput) -> dict:
     samples = train["epochs"] * (sizes["train"] // train["batch_size"]) * train["batch_size"]
     every = train["val_every_epochs"]
     validations = len({e for e in range(1, train["epochs"] + 1) if e % every == 0 or e == train["epochs"]}) if every else 0
-    splits = [e.split for e in evaluations(params) if (e.experiment, e.dataset) == (run.experiment, run.dataset)]
-    eval_samples = validations * sizes["val"] + sum(sizes[s] for s in splits)
+    passes = [(e.split, 2 if e.shuffled else 1) for e in evaluations(params) if e.run == run]
+    eval_samples = validations * sizes["val"] + sum(sizes[split] * n for split, n in passes)
+    count = len(seeds(params, scale, run.experiment))
     return {
-        "train": samples / train_rate / 3600,
-        "eval": eval_samples / eval_rate / 3600,
+        "train": count * samples / train_rate / 3600,
+        "eval": count * eval_samples / eval_rate / 3600,
         "samples": samples,
+        "seeds": count,
         "measured": own,
     }
 
@@ -142,7 +146,7 @@ def plan(params: dict, scale: str, throughput: Throughput) -> str:
     unit = throughput.unit
     run_rows = [
         [r.experiment, r.dataset, backbone_of(params, scale, r.experiment), h["samples"], h["train"], h["eval"],
-         h["train"] + h["eval"], "" if h["measured"] or not throughput.by_experiment else "rate of `full`"]
+         h["train"] + h["eval"], h["seeds"], "" if h["measured"] or not throughput.by_experiment else "rate of `full`"]
         for r, h in hours.items()
     ]  # fmt: skip
     counted: set[Run] = set()
@@ -157,10 +161,12 @@ def plan(params: dict, scale: str, throughput: Throughput) -> str:
         table_rows.append([name, len(members), total, len(new), fresh])
     caches = cache_hours(params, scale, throughput)
     run_total = sum(h["train"] + h["eval"] for h in hours.values())
+    trainings = sum(h["seeds"] for h in hours.values())
     lines = [_banner(throughput, scale)]
     lines.append(tabulate(
         run_rows,
-        headers=["experiment", "dataset", "backbone", "train samples", f"train {unit}", f"eval {unit}", f"{unit}", "note"],
+        headers=["experiment", "dataset", "backbone", "train samples (per seed)", f"train {unit}", f"eval {unit}",
+                 f"{unit}", "seeds", "note"],
         floatfmt=".2f",
     ))  # fmt: skip
     lines.append("")
@@ -170,10 +176,10 @@ def plan(params: dict, scale: str, throughput: Throughput) -> str:
     ))  # fmt: skip
     lines.append("")
     if caches is None:
-        lines.append(f"{len(hours)} training runs: {run_total:.2f} {unit}; feature caches: not estimated (no rate given)")
+        lines.append(f"{trainings} training runs: {run_total:.2f} {unit}; feature caches: not estimated (no rate given)")
     else:
         lines.append(
-            f"{len(hours)} training runs: {run_total:.2f} {unit}; feature caches ({len(caches)}): "
+            f"{trainings} training runs: {run_total:.2f} {unit}; feature caches ({len(caches)}): "
             f"{sum(caches.values()):.2f} {unit}; total: {run_total + sum(caches.values()):.2f} {unit}"
         )
     if throughput.device_kind == "cpu":

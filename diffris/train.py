@@ -21,14 +21,21 @@ Run folder::
     log.jsonl          one record per step (loss, lr, samples/s, peak memory) and per epoch (val)
     best.safetensors   best-on-val weights so far (only with ``select: best-val``)
     model.safetensors  the weights that evaluation uses, written when training is complete
+    trained.json       written last: the run config's sha256 and the weights' info
+    .diffris-out.json  the marker: this folder is train's (diffris.fileio)
+
+Started with another config than ``config.json``'s, a run trains in ``<out>.partial`` and is
+swapped in when complete, so ``out`` keeps its weights until the new ones exist.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +49,7 @@ from diffris.checkpoint import (
     load_state,
     load_trainable,
     load_weights,
+    read_weights_info,
     rng_state,
     save_state,
     save_weights,
@@ -49,12 +57,14 @@ from diffris.checkpoint import (
 )
 from diffris.errors import ConfigError, DataError
 from diffris.features import model_inputs
-from diffris.fileio import write_json
+from diffris.fileio import MARKER, OutputError, check_inputs, foreign_files, owned_by, swap_in, write_json
+from diffris.models.pcmrd import AssignmentMonitor
 
 SELECT_CHOICES = ("last", "best-val")
 SELECT_METRIC = "oIoU"  # what "best on val" maximises (LAVT/RMSIN keep the best val oIoU)
 CONFIG_FILE, STATE_FILE, LOG_FILE = "config.json", "state.pt", "log.jsonl"
-BEST_FILE, MODEL_FILE = "best.safetensors", "model.safetensors"
+BEST_FILE, MODEL_FILE, DONE_FILE = "best.safetensors", "model.safetensors", "trained.json"
+RUN_FILES = [CONFIG_FILE, STATE_FILE, LOG_FILE, BEST_FILE, MODEL_FILE, DONE_FILE, ".*.tmp-*"]  # all train writes
 PATH_KEYS = ("data", "backbone_dir", "features")  # may move (or be dropped) between a run and its resumption
 
 
@@ -175,9 +185,23 @@ class RunLog:
         ]
 
     def _records(self) -> list[dict]:
+        """The complete records; a torn tail (a process killed mid-write) is cut off with a note."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        lines = self.path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or "kind" not in record:
+                tqdm.write(f"{self.path}:{lineno}: not a complete record; the log is cut back to line {lineno - 1}")
+                break
+            records.append(record)
+        return records
 
     def write(self, record: dict) -> None:
         if record["kind"] == "step":
@@ -330,6 +354,7 @@ class Trainer:
         from accelerate import Accelerator
 
         self.spec, self.out, self.tc = spec, Path(out), spec.train
+        check_inputs(self.out, [spec.data, spec.backbone_dir, spec.features])
         check_prepared(spec.data, spec.dataset, spec.image_size, "train")
         self.accelerator = Accelerator(mixed_precision=mixed_precision(self.tc.mixed_precision))
         seed_everything(spec.seed)
@@ -339,7 +364,8 @@ class Trainer:
         self.backbone = self.model.backbone_info()
         self.config = spec.to_json(self.backbone)
         self.counters = Counters()
-        self.log = RunLog(self.out / LOG_FILE, self.is_main)
+        self.folder = self._choose_folder()
+        self.log = RunLog(self.folder / LOG_FILE, self.is_main)
 
     @property
     def is_main(self) -> bool:
@@ -347,9 +373,9 @@ class Trainer:
 
     def run(self) -> Path:
         """Train to the end of the budget (or find it done) and return ``model.safetensors``."""
-        if self._check_config():
+        if (self.folder / MODEL_FILE).exists():
             self._print(f"{self.out / MODEL_FILE}: training already complete")
-            return self.out / MODEL_FILE
+            return self._swap_in()
         from diffris.features import open_split
 
         self.train_set = open_split(self.spec.data, "train", self.model, self.spec.features)
@@ -363,6 +389,8 @@ class Trainer:
                 f"training samples in {self.spec.data}"
             )
         self._setup_optimisation()
+        self.assignment = AssignmentMonitor(self.net)
+        self._start()
         self._resume()
         self._train_epochs()
         return self._finish()
@@ -371,20 +399,52 @@ class Trainer:
         if self.is_main:
             tqdm.write(message)
 
-    def _check_config(self) -> bool:
-        """Refuse a run folder made by another config; write config.json; True if complete."""
-        path = self.out / CONFIG_FILE
-        if path.exists():
-            stored = json.loads(path.read_text())
-            if _identity(stored) != _identity(self.config):
-                raise ConfigError(
-                    f"{path}: this run folder was made with another config "
-                    f"({_first_difference(stored, self.config)}); use another --out or delete it"
-                )
-        if self.is_main:
-            write_json(path, self.config)
+    def _choose_folder(self) -> Path:
+        """Where this run trains: ``out`` when it is new or holds this config (then it resumes),
+        else ``<out>.partial``, moved over ``out`` once complete, so that the weights of the
+        config ``out`` was made with are kept until the new ones exist."""
+        check_run_folder(self.out)
+        if not self.out.exists() or not any(self.out.iterdir()) or self._same_config(self.out):
+            return self.out
+        partial = self.out.with_name(self.out.name + ".partial")
+        check_run_folder(partial)
+        stale = partial.exists() and not self._same_config(partial)
         self.accelerator.wait_for_everyone()
-        return (self.out / MODEL_FILE).exists()
+        if stale and self.is_main:
+            shutil.rmtree(partial)  # an unfinished run of yet another config
+        self.accelerator.wait_for_everyone()
+        stored = read_run_config(self.out) if (self.out / CONFIG_FILE).exists() else {}
+        self._print(
+            f"{self.out}: made with another config ({_first_difference(stored, self.config) or 'no config.json'}); "
+            f"training anew in {partial}, which replaces it when complete"
+        )
+        return partial
+
+    def _same_config(self, folder: Path) -> bool:
+        path = folder / CONFIG_FILE
+        return path.exists() and _identity(read_run_config(folder)) == _identity(self.config)
+
+    def _start(self) -> None:
+        """Claim the folder and write config.json: only now that the run has started, so a start
+        that fails (a batch larger than the data, say) leaves nothing behind."""
+        if self.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_json(self.folder / MARKER, {"command": "train", "files": RUN_FILES})
+            write_json(self.folder / CONFIG_FILE, self.config)
+        self.accelerator.wait_for_everyone()
+
+    def _swap_in(self) -> Path:
+        """Put a run trained in ``<out>.partial`` in place of ``out``, then write ``trained.json``
+        (last: a pipeline that sees it knows the weights are this config's); returns the weights."""
+        if self.folder != self.out and self.is_main:
+            swap_in(self.folder, self.out)
+        self.accelerator.wait_for_everyone()
+        self.folder = self.out
+        if self.is_main:
+            _, info = read_weights_info(self.out / MODEL_FILE)
+            write_json(self.out / DONE_FILE, {"config_sha256": _config_sha256(self.config), "weights": info})
+        self.accelerator.wait_for_everyone()
+        return self.out / MODEL_FILE
 
     def _setup_optimisation(self) -> None:
         total = self.tc.epochs * self.steps_per_epoch
@@ -394,7 +454,7 @@ class Trainer:
         self.net = self.accelerator.unwrap_model(self.model)
 
     def _resume(self) -> None:
-        path = self.out / STATE_FILE
+        path = self.folder / STATE_FILE
         if path.exists():
             state = load_state(path, self.backbone)
             load_trainable(self.net, state["weights"], path)
@@ -402,6 +462,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
             self.counters = Counters(**state["counters"])
+            if "assignment" in state:
+                self.assignment.load_state_dict(state["assignment"])
             self._print(
                 f"resuming from {path}: epoch {self.counters.epoch}, step {self.counters.global_step}"
             )
@@ -416,8 +478,9 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(),
                 "counters": asdict(self.counters),
+                "assignment": self.assignment.state_dict(),  # this epoch's diagnostics so far
             }
-            save_state(self.out / STATE_FILE, state)
+            save_state(self.folder / STATE_FILE, state)
         self.accelerator.wait_for_everyone()
 
     def _train_epochs(self) -> None:
@@ -485,6 +548,7 @@ class Trainer:
                 logits = self.model(**model_inputs(self.net, batch, device, self.memory_format))
                 loss = self.net.loss(logits, batch["mask"].to(device))
                 self.accelerator.backward(loss / accum)
+            self.assignment.update()
             total += loss.detach().float() / accum
         self.optimizer.step()
         self.scheduler.step()
@@ -509,6 +573,8 @@ class Trainer:
         self.counters.step_in_epoch = 0
         record = {"kind": "epoch", "epoch": self.counters.epoch, "step": self.counters.global_step}
         record["train_loss"] = self.log.end_epoch()
+        if self.assignment.layers:
+            record["assignment"] = self.assignment.read()  # PCMRD diagnostics (docs/model.md)
         every = self.tc.val_every_epochs
         if every and (self.counters.epoch % every == 0 or self.counters.epoch == self.tc.epochs):
             record["val"] = self._validate()
@@ -539,7 +605,7 @@ class Trainer:
         if best is None or score > best:
             self.counters.best_score, self.counters.best_epoch = score, self.counters.epoch
             info = self._weights_info("best-val", self.counters.epoch)
-            save_weights(self.out / BEST_FILE, self.net.trainable_state_dict(), self.backbone, info)
+            save_weights(self.folder / BEST_FILE, self.net.trainable_state_dict(), self.backbone, info)
 
     def _weights_info(self, selected: str, epoch: int) -> dict:
         info = {
@@ -554,18 +620,35 @@ class Trainer:
         return info
 
     def _finish(self) -> Path:
-        path = self.out / MODEL_FILE
+        path = self.folder / MODEL_FILE
         if self.is_main:
             if self.tc.select == "best-val":
-                weights, _ = load_weights(self.out / BEST_FILE, self.backbone)
+                weights, _ = load_weights(self.folder / BEST_FILE, self.backbone)
                 info = self._weights_info("best-val", self.counters.best_epoch)
             else:
                 weights = self.net.trainable_state_dict()
                 info = self._weights_info("last", self.counters.epoch)
             save_weights(path, weights, self.backbone, info)
-            tqdm.write(f"{path}: {info['selected']} weights of epoch {info['epoch']}")
+            tqdm.write(f"{self.out / MODEL_FILE}: {info['selected']} weights of epoch {info['epoch']}")
         self.accelerator.wait_for_everyone()
-        return path
+        return self._swap_in()
+
+
+def check_run_folder(folder: Path) -> None:
+    """Refuse a ``--out`` that train may not resume or replace: not a folder, or one that train
+    did not make (no marker), or that holds other files. A run folder from before the marker
+    (a config.json and only run files) is accepted."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--out {folder}: exists and is not a folder")
+    legacy = (folder / CONFIG_FILE).exists() and not (folder / MARKER).exists()
+    if legacy and next(foreign_files(folder, RUN_FILES), None) is None:
+        return
+    if folder.exists():
+        owned_by(folder, "train")
+
+
+def _config_sha256(config: dict) -> str:
+    return hashlib.sha256(json.dumps(_identity(config), sort_keys=True).encode()).hexdigest()
 
 
 def _identity(config: dict) -> dict:
@@ -591,4 +674,19 @@ def load_run_config(run: Path) -> dict:
     path = Path(run) / CONFIG_FILE
     if not path.exists():
         raise CheckpointError(f"{path}: missing; is {run} a training run folder?")
-    return json.loads(path.read_text())
+    return read_run_config(run)
+
+
+def read_run_config(run: Path) -> dict:
+    """A run folder's config.json; a torn or foreign one is named, not a traceback."""
+    path = Path(run) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path}: not valid JSON ({err}); expected the run config `diffris train` writes: "
+            "delete the run folder to train it anew"
+        ) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object (the run config), found {type(config).__name__}")
+    return config

@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     train.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
     train.add_argument("--scale", help="scale whose budget to use (default: params.yaml's `scale`)")
+    train.add_argument(
+        "--seed", type=int,
+        help="training seed (default: params.yaml's `seed`; the pipeline passes seed + 0..N-1, N = scales.<scale>.seeds)",
+    )  # fmt: skip
     train.set_defaults(handler=run_train)
 
     evaluate = sub.add_parser(
@@ -55,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from diffris.config import load_params
     from diffris.train import Trainer, run_spec_from_params, set_cpu_threads
 
@@ -62,6 +68,8 @@ def run_train(args: argparse.Namespace) -> int:
     spec = run_spec_from_params(
         params, args.scale, args.experiment, args.dataset, args.data, args.backbone_dir, args.features
     )
+    if args.seed is not None:
+        spec = replace(spec, seed=args.seed)
     set_cpu_threads(spec.train.cpu_threads)
     Trainer(spec, args.out).run()
     return 0

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from diffris.determinism import pin_cpu
+
+pin_cpu()  # before any test imports torch or numpy: in-process results use the kernels `python -m diffris` uses
+
 REPO = Path(__file__).resolve().parent.parent
 SMALL_SPLITS = {"train": 8, "val": 4, "test": 4}
 

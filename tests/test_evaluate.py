@@ -110,6 +110,7 @@ def test_figure_indices_are_evenly_spaced_and_bounded():
 
 
 def test_evaluate_rejects_a_run_folder_without_a_run(tmp_path):
-    out = tmp_path / "x.json"
-    result = run_cli("evaluate", "--run", tmp_path, "--split", "test", "--out", out, check=False)
+    out, run = tmp_path / "x.json", tmp_path / "run"
+    run.mkdir()
+    result = run_cli("evaluate", "--run", run, "--split", "test", "--out", out, check=False)
     assert result.returncode == 2 and "config.json: missing" in result.stderr

@@ -169,8 +169,8 @@ def test_the_pipeline_caches_features_once_per_dataset_and_backbone():
     stages = pipeline.dvc_stages(params, scale)
     for run in pipeline.runs(params):
         cache = pipeline.feature_cache_of(params, scale, run.experiment, run.dataset)
-        assert f"--features {cache.folder(scale)}" in stages[f"train-{run.experiment}-{run.dataset}"]["cmd"]
-        assert cache.folder(scale) in stages[f"train-{run.experiment}-{run.dataset}"]["deps"]
+        stage = stages[f"train-{run.experiment}-{run.dataset}-seed{params['seed']}"]
+        assert f"--features {cache.folder(scale)}" in stage["cmd"] and cache.folder(scale) in stage["deps"]
 
 
 # --- fast paths ---------------------------------------------------------------------------------

@@ -94,13 +94,13 @@ def test_locally_training_asks_no_gpu_at_ci_and_one_at_paper_within_the_global_l
 def test_two_processes_on_cpu_through_the_training_rule(ci_local_run, tmp_path):
     work = tmp_path / "workflow"
     shutil.copytree(ci_local_run, work, symlinks=True)
-    target = "runs/ci/full/refsegrs/model.safetensors"
-    shutil.rmtree(work / "runs/ci/full/refsegrs")
+    target = "runs/ci/full/refsegrs/seed0/model.safetensors"
+    shutil.rmtree(work / "runs/ci/full/refsegrs/seed0")
     env = dict(os.environ, DIFFRIS_CPU_PROCESSES="2")
     proc = ci_snakemake(work, "--cores", "2", target, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert re.search(r"diffris launch: .*--num_processes 2 .*--cpu -m diffris train", proc.stderr), proc.stderr[-3000:]
-    one, two = state_weights(ci_local_run / "runs/ci/full/refsegrs"), state_weights(work / "runs/ci/full/refsegrs")
+    one, two = (state_weights(root / "runs/ci/full/refsegrs/seed0") for root in (ci_local_run, work))
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)

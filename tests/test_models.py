@@ -25,7 +25,7 @@ from diffris.models.backbone import (
 from diffris.models.cp_adapter import CPAdapter
 from diffris.models.decoders.deformable import MultiScaleDeformableAttention
 from diffris.models.decoders.rotated_conv import rotation_resampling
-from diffris.models.pcmrd import gumbel_assign
+from diffris.models.pcmrd import OAQIL, AssignmentMonitor, assignment_stats, gumbel_assign
 
 from conftest import run_cli
 
@@ -113,7 +113,7 @@ def test_unknown_override_key_is_named(params):
     bad["experiments"]["cp-none"] = {"cp_adapter": {"global_contxt": False}}
     with pytest.raises(ConfigError, match=r"experiments\.cp-none\.cp_adapter\.global_contxt: unknown key"):
         config_from_params(bad, "cp-none")
-    with pytest.raises(ConfigError, match="experiment 'nope' is not one of"):
+    with pytest.raises(ConfigError, match=r"experiments\.nope: no such experiment \(has: full, "):
         config_from_params(params, "nope")
 
 
@@ -320,6 +320,62 @@ def test_hard_assignment_is_one_hot_forward_with_gradient_to_similarities():
     assert torch.equal(evaluation, gumbel_assign(similarity.detach(), tau, hard=True, training=False))
     soft = gumbel_assign(similarity.detach(), tau, hard=False, training=True)
     assert torch.allclose(soft.sum(dim=1), torch.ones(2, 30)) and soft.max() < 1
+
+
+def test_eq17_noise_forms_differ_only_in_how_tau_scales_the_noise():
+    """paper: softmax((S + G)/tau); logits: softmax(S/tau + G); the same G for the same seed."""
+    similarity, tau = torch.rand(2, 4, 50) * 2 - 1, torch.tensor(0.5)
+    torch.manual_seed(3)
+    paper = gumbel_assign(similarity, tau, hard=True, training=True, noise="paper").detach()
+    torch.manual_seed(3)
+    gumbel = -torch.empty_like(similarity).exponential_().log()
+    assert torch.equal(paper.argmax(dim=1), (similarity + gumbel).argmax(dim=1))
+    torch.manual_seed(3)
+    logits = gumbel_assign(similarity, tau, hard=True, training=True, noise="logits").detach()
+    assert torch.equal(logits.argmax(dim=1), (similarity / tau + gumbel).argmax(dim=1))
+    assert not torch.equal(paper, logits)
+
+
+def test_assignment_stats_on_a_hand_made_case():
+    """Two images, 4 tokens, 4 pixels: image 0 sends every pixel to token 2, image 1 uses all four."""
+    similarity = torch.full((2, 4, 4), -1.0)
+    similarity[0, 2, :] = 1.0
+    similarity[1, torch.arange(4), torch.arange(4)] = 1.0
+    clean = one_hot_of(similarity)
+    stats = assignment_stats(similarity, clean, torch.tensor(1e-3))
+    assert stats["tokens_used"] == 2.5 and stats["agreement"] == 1.0
+    assert stats["entropy"] < 1e-6  # a sharp softmax is one-hot
+    flipped = clean.roll(1, dims=1)  # every pixel moved to another token
+    assert assignment_stats(similarity, flipped, torch.tensor(1e-3))["agreement"] == 0.0
+    flat = assignment_stats(torch.zeros(1, 4, 3), clean[:1, :, :3], torch.tensor(1.0))
+    assert abs(flat["entropy"] - 1.0) < 1e-6 and flat["tau"] == 1.0
+
+
+def one_hot_of(similarity: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.one_hot(similarity.argmax(dim=1), similarity.shape[1]).transpose(1, 2).float()
+
+
+@pytest.mark.parametrize("assign_norm", ["none", "layer", "centred"])
+def test_monitor_averages_every_stage_over_forward_passes(params, assign_norm):
+    config = config_from_params(params, "full", scale="mini").pcmrd
+    config = dataclasses.replace(config, assign_norm=assign_norm)
+    torch.manual_seed(0)
+    layers = torch.nn.ModuleList([OAQIL(config, text_dim=32, visual_dim=32) for _ in range(2)])
+    monitor = AssignmentMonitor(layers)
+    from diffris.models.layers import TextFeatures
+
+    text = TextFeatures(torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool))
+    queries = torch.randn(2, config.num_queries, config.query_dim)
+    for _ in range(3):
+        for layer in layers:
+            layer(queries, text, torch.randn(2, 32, 4, 4))
+        monitor.update()
+    stats = monitor.read()
+    assert sorted(stats) == ["stage1", "stage2"]
+    for stage in stats.values():
+        assert 1 <= stage["tokens_used"] <= config.num_queries and 0 <= stage["entropy"] <= 1
+        assert 0 <= stage["agreement"] <= 1 and stage["tau"] == pytest.approx(config.tau_init, rel=1e-4)
+    assert monitor.read() == {}  # read resets
 
 
 def test_rotated_kernels():

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ci_snakemake
+from conftest import ci_snakemake, run_cli
+from diffris import pipeline
+from diffris.config import load_params
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -30,7 +33,41 @@ def test_the_whole_dag_builds_every_table_figure_and_the_comparison(workflow_cop
     for figure in ("fig5", "fig6", "fig7", "fig8"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
     assert "not comparable" in (results / "comparison.md").read_text()
-    assert len(list((workflow_copy / "runs" / "ci").glob("*/*/model.safetensors"))) == 18
+    seeds = len(pipeline.seeds(load_params(workflow_copy / "params.yaml"), "ci"))
+    assert len(list((workflow_copy / "runs" / "ci").glob("*/*/seed*/model.safetensors"))) == 18 * seeds
+
+
+def test_the_shuffled_control_and_the_intervals_are_built(workflow_copy):
+    results = workflow_copy / "results" / "ci"
+    for dataset in ("rrsisd", "refsegrs", "risbench"):
+        for split in ("val", "test"):
+            report = json.loads((results / "metrics" / "full" / dataset / "seed0" / f"{split}-shuffled.json").read_text())
+            assert report["shuffle_expressions"] and "unshuffled_metrics" in report
+    rows = list(csv.DictReader(open(results / "tables" / "table2.csv")))
+    assert [r["source"] for r in rows if r["method"] == "DiffRIS, shuffled expressions"] == ["control"]
+    lines = list(csv.DictReader(open(results / "tables" / "table4-intervals.csv")))
+    assert len(lines) == 4 * 2 and all(float(r["ci_low"]) <= float(r["ci_high"]) for r in lines)
+    assert {r["resolved"] for r in lines if r["label"] != "3 + domain-specific adjustment"} <= {"yes", "no"}
+    assert {r["resolved"] for r in lines if r["label"] == "3 + domain-specific adjustment"} == {""}  # the full row
+    check = run_cli("check-results", "--results", results, "--reference", results, "--params", workflow_copy / "params.yaml")
+    assert "yes: every regenerated cell" in check.stdout
+
+
+def test_the_assignment_diagnostics_are_logged_evaluated_and_drawn(workflow_copy):
+    """Per PCMRD stage: each epoch record of log.jsonl, the evaluation JSON (evaluation and
+    training history) and results/ci/figures/assignment.png (docs/model.md)."""
+    keys = {"tokens_used", "entropy", "agreement", "tau"}
+    run = workflow_copy / "runs" / "ci" / "full" / "rrsisd" / "seed0"
+    epochs = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
+    assert epochs and all(set(r["assignment"]) == {"stage1", "stage2", "stage3"} for r in epochs)
+    assert all(set(stage) == keys for r in epochs for stage in r["assignment"].values())
+    report = json.loads((workflow_copy / "results" / "ci" / "metrics" / "full" / "rrsisd" / "seed0" / "test.json").read_text())
+    assert set(report["assignment"]) == {"stage1", "stage2", "stage3"}
+    assert all(1 <= s["tokens_used"] <= 8 and s["agreement"] == 1.0 for s in report["assignment"].values())  # no noise
+    assert [h["epoch"] for h in report["training_assignment"]] == [r["epoch"] for r in epochs]
+    baseline = json.loads((workflow_copy / "results" / "ci" / "metrics" / "pcmrd-baseline" / "rrsisd" / "seed0" / "test.json").read_text())
+    assert "assignment" not in baseline  # no query tokens, nothing assigned
+    assert (workflow_copy / "results" / "ci" / "figures" / "assignment.png").stat().st_size > 1000
 
 
 def test_rerun_with_nothing_changed_does_nothing(workflow_copy):
@@ -50,5 +87,6 @@ def test_changing_one_experiment_reruns_only_what_depends_on_it(workflow_copy):
         params_path.write_text(original)
     assert proc.returncode == 0, proc.stderr
     jobs = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.strip() and line.split()[-1].isdigit() and len(line.split()) == 2)
-    assert jobs.get("train") == "1" and jobs.get("evaluate") == "1", proc.stdout
+    seeds = len(pipeline.seeds(params, "ci"))
+    assert jobs.get("train") == jobs.get("evaluate") == str(seeds), proc.stdout  # one run, Table 5's test split
     assert "fetch" not in jobs and "prepare" not in jobs and "fetch_weights" not in jobs

@@ -9,9 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from diffris import pipeline
-from diffris.config import load_params
+from diffris.cli import main
+from diffris.config import check_references, load_params
+from diffris.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -30,7 +33,7 @@ def snakemake_dry_run(*extra: str) -> list[dict]:
             job = {"rule": m.group(1), "outputs": [], "cmd": None}
             jobs.append(job)
         elif job and (m := re.match(r"^\s+output: (.*)$", line)):
-            job["outputs"] = m.group(1).split(", ")
+            job["outputs"] = [o.removesuffix(" (update)") for o in m.group(1).split(", ")]
         elif job and line.startswith("Shell command: "):
             job["cmd"] = line[len("Shell command: ") :]
     return [j for j in jobs if j["rule"] != "all"]
@@ -41,13 +44,95 @@ def smk_jobs() -> list[dict]:
     return snakemake_dry_run()
 
 
-def test_snakemake_plans_fifteen_trainings_and_every_evaluation(smk_jobs):
+def test_snakemake_plans_eighteen_runs_each_with_its_seeds_and_every_evaluation(smk_jobs):
     counts = Counter(j["rule"] for j in smk_jobs)
     params = load_params()
-    assert counts["train"] == len(pipeline.runs(params)) == 18  # 15 + the random control on 3 datasets
-    assert counts["evaluate"] == len(pipeline.evaluations(params)) == 24  # Tables 1-3 on val and test
+    scale = params["scale"]
+    runs, evaluations = pipeline.runs(params), pipeline.evaluations(params)
+    assert len(runs) == 18  # 15 + the random control on 3 datasets
+    assert counts["train"] == sum(len(pipeline.seeds(params, scale, r.experiment)) for r in runs)
+    plain = [e for e in evaluations if not e.shuffled]
+    assert len(plain) == 24  # Tables 1-3 on val and test, the rest on test
+    assert counts["evaluate"] == sum(len(pipeline.seeds(params, scale, e.experiment)) for e in plain)
     assert counts["fetch"] == counts["prepare"] == 3 and counts["fetch_weights"] == 5
     assert counts["pretrain_backbone"] == 1
+
+
+def test_the_shuffled_control_is_part_of_the_dag(smk_jobs):
+    """`full` on each dataset, each seed, val and test, evaluated with shuffled expressions; the
+    report reads them (Snakemake and dvc.yaml alike)."""
+    params = load_params()
+    seeds = pipeline.seeds(params, params["scale"])
+    shuffled = [j for j in smk_jobs if j["rule"] == "evaluate_shuffled"]
+    expected = {
+        f"results/mini/metrics/full/{ds}/seed{seed}/{split}-shuffled.json"
+        for ds in ("rrsisd", "refsegrs", "risbench") for seed in seeds for split in ("val", "test")
+    }  # fmt: skip
+    assert {j["outputs"][0] for j in shuffled} == expected
+    assert all(j["cmd"].endswith(" --shuffle-expressions") and " --run runs/mini/full/" in j["cmd"] for j in shuffled)
+    assert not any("--shuffle-expressions" in j["cmd"] for j in smk_jobs if j["rule"] == "evaluate")
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    report = stages["report-tables"]["deps"]
+    for path in expected:
+        assert path in report and path.replace(".json", ".csv") in report
+        name = "evaluate-full-{}-seed{}-{}-shuffled".format(*re.match(r".*/full/(\w+)/seed(\d+)/(\w+)-", path).groups())
+        assert stages[name]["cmd"].endswith("--shuffle-expressions")
+    assert {"label": "DiffRIS, shuffled expressions", "experiment": "full", "control": True,
+            "evaluation": "shuffled"} in params["tables"]["table1"]["rows"]  # fmt: skip
+
+
+def test_each_seed_trains_its_own_run_folder(smk_jobs):
+    params = load_params()
+    seeds = pipeline.seeds(params, params["scale"])
+    assert seeds == [params["seed"] + k for k in range(params["scales"]["mini"]["seeds"])]
+    trains = [j for j in smk_jobs if j["rule"] == "train" and " --experiment full --dataset rrsisd " in j["cmd"]]
+    assert sorted(j["outputs"][0] for j in trains) == [f"runs/mini/full/rrsisd/seed{s}/model.safetensors" for s in seeds]
+    assert sorted(re.search(r" --seed (\d+) ", j["cmd"]).group(1) for j in trains) == [str(s) for s in seeds]
+    others = [j for j in smk_jobs if j["rule"] == "train" and " --experiment cp-none --dataset rrsisd " in j["cmd"]]
+    assert [j["outputs"][0] for j in others] == [f"runs/mini/cp-none/rrsisd/seed{seeds[0]}/model.safetensors"]
+
+
+def test_seeded_experiments_get_every_seed_and_the_others_the_first():
+    params = load_params()
+    params["scales"]["paper"].update(seeds=3, seeded_experiments=["full"])
+    assert pipeline.seeds(params, "paper", "full") == [0, 1, 2] and pipeline.seeds(params, "paper", "cp-none") == [0]
+    stages = pipeline.dvc_stages(params, "paper")
+    assert {n for n in stages if n.startswith("train-full-rrsisd-")} == {f"train-full-rrsisd-seed{k}" for k in range(3)}
+    assert {n for n in stages if n.startswith("train-cp-none-rrsisd-")} == {"train-cp-none-rrsisd-seed0"}
+    params["scales"]["paper"]["seeded_experiments"] = ["ful"]
+    with pytest.raises(ConfigError, match=r"scales\.paper\.seeded_experiments\.0: 'ful' is not a key of `experiments`"):
+        check_references(params)
+
+
+def test_three_seeds_give_three_runs_and_evaluations_each():
+    params = load_params()
+    params["scales"]["paper"]["seeds"] = 3
+    stages = pipeline.dvc_stages(params, "paper")
+    folders = sorted(s["outs"][0] for name, s in stages.items() if name.startswith("train-cp-none-rrsisd-"))
+    assert folders == [f"runs/paper/cp-none/rrsisd/seed{k}/model.safetensors" for k in (0, 1, 2)]
+    evaluate = stages["evaluate-cp-none-rrsisd-seed2-test"]
+    assert evaluate["cmd"].startswith("python -m diffris evaluate --run runs/paper/cp-none/rrsisd/seed2 --split test")
+    assert evaluate["metrics"] == [{"results/paper/metrics/cp-none/rrsisd/seed2/test.json": {"cache": False}}]
+
+
+def test_the_seed_option_reaches_the_training_run(monkeypatch, tmp_path):
+    import diffris.train
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, spec, out):
+            seen.append(spec)
+
+        def run(self):
+            return None
+
+    monkeypatch.setattr(diffris.train, "Trainer", Recorder)
+    monkeypatch.setattr(diffris.train, "set_cpu_threads", lambda count: None)  # this process keeps its threads
+    common = ["train", "--experiment", "full", "--dataset", "rrsisd", "--data", str(tmp_path), "--backbone-dir", str(tmp_path),
+              "--out", str(tmp_path / "run"), "--scale", "ci"]  # fmt: skip
+    assert main([*common, "--seed", "7"]) == 0 and main(common) == 0
+    assert [spec.seed for spec in seen] == [7, load_params()["seed"]]
 
 
 def test_committed_dvc_yaml_is_generated_from_params():

@@ -34,8 +34,9 @@ def expected_hours(params: dict, experiment: str, dataset: str) -> float:
     train = scale_params(params, "paper")["train"]
     sizes = params["datasets"][dataset]["paper_splits"]
     trained = train["epochs"] * (sizes["train"] // train["batch_size"]) * train["batch_size"]
-    splits = [e.split for e in pipeline.evaluations(params) if (e.experiment, e.dataset) == (experiment, dataset)]
-    evaluated = train["epochs"] * sizes["val"] + sum(sizes[s] for s in splits)  # val every epoch at paper
+    evaluations = [e for e in pipeline.evaluations(params) if (e.experiment, e.dataset) == (experiment, dataset)]
+    passes = sum(sizes[e.split] * (2 if e.shuffled else 1) for e in evaluations)  # shuffled: both ways
+    evaluated = train["epochs"] * sizes["val"] + passes  # val every epoch at paper
     return (trained / TRAIN_RATE + evaluated / EVAL_RATE) / 3600
 
 

@@ -20,6 +20,7 @@ from diffris.models import build_model, config_from_params
 from diffris.models.backbone import FrozenBackbone, copy_pretrained_backbone, read_info, tiny_architecture
 from diffris.models.pretrain import (
     LatentData,
+    tokenize,
     clip_tokenizer,
     denoising_loss,
     embed_captions,
@@ -67,15 +68,16 @@ def test_denoising_loss_falls_over_a_short_pretraining(params):
     unet, _, text_encoder = tiny_architecture(run.tiny).instantiate()
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(16, 4, 8, 8, generator=generator)
+    ids = tokenize(clip_tokenizer(run.tiny.max_length), ["a red vehicle"] * 16 + [""], 32)
     text = embed_captions(text_encoder, clip_tokenizer(run.tiny.max_length), ["a red vehicle"] * 16 + [""], 32)
-    data = LatentData(latents, torch.zeros_like(latents), 1.0, text[:-1], text[-1:])
+    data = LatentData(latents, torch.zeros_like(latents), 1.0, ids[:-1], ids[-1:])
 
     def fixed_loss() -> float:
         with torch.no_grad():
             return float(denoising_loss(unet, noise_scheduler(), latents, text[:-1], torch.Generator().manual_seed(1)))
 
     before, log = fixed_loss(), []
-    train_unet(unet, data, run, generator, log, lambda name: None)
+    train_unet(unet, text_encoder, data, run, generator, log, lambda name: None)
     assert len(log) == 30 and fixed_loss() < 0.75 * before, (before, fixed_loss())
 
 

@@ -236,8 +236,7 @@ def test_checkpoints_refuse_another_backbone(assets, tmp_path):
     )  # fmt: skip
     assert evaluation.returncode == 2
     assert "refusing to load it onto another backbone" in evaluation.stderr
-    resume = run_cli(*assets.train_args(run, backbone=altered), check=False, env=ENV)
-    assert resume.returncode == 2 and "made with another config" in resume.stderr
+    # train, given another backbone, trains anew instead of resuming: tests/test_bad_input_train.py
 
 
 def altered_backbone(source: Path, target: Path) -> Path:

@@ -23,10 +23,9 @@ class PreparedSplit(Dataset):
         for name in ("images.npy", "masks.npy", "manifest.jsonl"):
             if not (folder / name).exists():
                 raise DataError(f"{folder / name}: missing; run `diffris prepare` first")
-        self.images = np.load(folder / "images.npy", mmap_mode="r")
-        self.masks = np.load(folder / "masks.npy", mmap_mode="r")
-        with open(folder / "manifest.jsonl") as f:
-            self.records = [json.loads(line) for line in f]
+        self.images = _load(folder / "images.npy")
+        self.masks = _load(folder / "masks.npy")
+        self.records = _manifest(folder / "manifest.jsonl")
         if not len(self.records) == len(self.images) == len(self.masks):
             raise DataError(
                 f"{folder}: {len(self.records)} manifest rows but {len(self.images)} images "
@@ -51,3 +50,20 @@ class PreparedSplit(Dataset):
         if self.pixels:
             item["pixel_values"] = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).float() / 127.5 - 1.0
         return item
+
+
+def _load(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npy file ({err}); run `diffris prepare` again") from None
+
+
+def _manifest(path: Path) -> list[dict]:
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not a JSON record ({err}); run `diffris prepare` again") from None
+    return records

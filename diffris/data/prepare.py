@@ -8,13 +8,13 @@ are computed at this network resolution). Repairs are counted, never silent:
 - a grey-level mask with more than two levels is binarised at > 50 (the reference loaders' rule).
 
 Output (see docs/interfaces.md): ``<out>/<split>/{images.npy, masks.npy, manifest.jsonl}`` and
-``<out>/summary.json``. Everything is written to ``<out>.partial`` and moved into place at the end.
+``<out>/summary.json``. Everything is written to ``<out>.partial`` and moved into place at the end;
+a failed run removes it. ``<out>`` must be new or an earlier output of prepare (``diffris.fileio``).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,10 @@ from tqdm import tqdm
 
 from diffris.config import SPLITS
 from diffris.data.readers import RawSample, read_raw
-from diffris.errors import DataError
+from diffris.errors import ConfigError, DataError
+from diffris.fileio import allocated_memmap, atomic_folder, check_out
+
+IMAGE_SIZE_STEP = 32
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -41,26 +44,35 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
 
 def prepare(dataset: str, raw: Path, out: Path, image_size: int) -> dict:
     """Prepare every split of ``dataset`` found under ``raw``; returns the summary."""
+    check_image_size(image_size)
+    check_out(out, "prepare", [raw])
     samples = read_raw(dataset, raw)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     summary = {"dataset": dataset, "image_size": image_size, "splits": {}}
-    for split in SPLITS:
-        rows = [s for s in samples if s.split == split]
-        if not rows:
-            raise DataError(f"{raw}: no {split} samples in the {dataset} layout")
-        summary["splits"][split] = _prepare_split(rows, partial / split, image_size, f"{dataset}/{split}")
-    (partial / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    partial.replace(out)
+
+    def write(tmp: Path) -> None:
+        for split in SPLITS:
+            rows = [s for s in samples if s.split == split]
+            if not rows:
+                raise DataError(f"{raw}: no {split} samples in the {dataset} layout")
+            summary["splits"][split] = _prepare_split(rows, tmp / split, image_size, f"{dataset}/{split}")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    atomic_folder(out, write, "prepare", [raw])
     return summary
+
+
+def check_image_size(size: int) -> None:
+    """The network side the model takes: a positive multiple of 32, as the schema requires of
+    ``scales.<scale>.image_size``; refused here rather than at train."""
+    if size < IMAGE_SIZE_STEP or size % IMAGE_SIZE_STEP:
+        raise ConfigError(f"--image-size: {size} is not a positive multiple of {IMAGE_SIZE_STEP} (e.g. 64, 480, 512)")
 
 
 def _prepare_split(rows: list[RawSample], out: Path, size: int, label: str) -> dict:
     out.mkdir(parents=True)
     n = len(rows)
-    images = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-    masks = np.lib.format.open_memmap(out / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
+    images = allocated_memmap(out / "images.npy", np.uint8, (n, size, size, 3))
+    masks = allocated_memmap(out / "masks.npy", np.uint8, (n, size, size))
     resized, binarised, empty = [], [], []
     with open(out / "manifest.jsonl", "w") as manifest:
         for i, sample in enumerate(tqdm(rows, desc=f"prepare {label}", unit="sample", leave=False, mininterval=1)):

@@ -22,6 +22,9 @@ from diffris.errors import DataError
 SPLITS = ("train", "val", "test")
 # RefSegRS and RISBench masks: foreground is a grey value above 50 (the reference loaders' rule).
 MASK_THRESHOLD = 50
+# Image modes Pillow converts to 8-bit RGB correctly, and wide grey modes with their full scale.
+NARROW_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+WIDE_GREY = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 2**32 - 1}
 
 
 @dataclass(frozen=True)
@@ -63,27 +66,45 @@ def read_raw(dataset: str, root: str | Path) -> list[RawSample]:
 
 
 def load_rgb(path: Path) -> np.ndarray:
+    """An image file as RGB uint8 [H, W, 3], whatever its bit depth: 1-bit and 8-bit modes are
+    converted by Pillow (16 bits per channel in RGB files arrive as their high byte), 16- and
+    32-bit grey values are scaled to 0..255; floating-point pixels are refused."""
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode not in ("RGB", "L", "RGBA", "P", "I;16", "I"):
-                raise DataError(f"{path}: unsupported image mode {img.mode!r}; expected RGB")
-            return np.asarray(img.convert("RGB"))
+            return _to_rgb8(img, path)
     except FileNotFoundError:
         raise DataError(f"{path}: image file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: cannot read image ({err})") from None
 
 
+def _to_rgb8(img: Image.Image, path: Path) -> np.ndarray:
+    if img.mode in WIDE_GREY:
+        grey = np.asarray(img).astype(np.int64)
+        if grey.min() < 0:
+            raise DataError(f"{path}: negative pixel values in a {img.mode!r} image; expected unsigned grey levels")
+        scaled = (grey * 255 + WIDE_GREY[img.mode] // 2) // WIDE_GREY[img.mode]
+        return np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode not in NARROW_MODES:
+        raise DataError(f"{path}: unsupported image mode {img.mode!r}; expected RGB or grey with integer levels")
+    return np.asarray(img.convert("RGB"))
+
+
 def load_grey_mask(path: Path) -> tuple[np.ndarray, bool]:
-    """A grey-level mask file -> (mask > 50, whether it held more than two levels)."""
+    """A grey-level mask file -> (stored value > 50, whether it held more than two levels).
+
+    As the reference loaders (OpenCV's any-depth grey read), the threshold applies to the stored
+    values at their own bit depth; a 1-bit mask is its set pixels, a palette mask its grey levels."""
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode in ("1", "P", "PA"):
+                img = img.convert("L")
             arr = np.asarray(img)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: cannot read mask ({err})") from None
     if arr.ndim == 3:  # a grey mask saved as RGB: all channels must agree
         if not (arr[..., :3] == arr[..., :1]).all():
@@ -92,6 +113,14 @@ def load_grey_mask(path: Path) -> tuple[np.ndarray, bool]:
     levels = np.unique(arr)
     needs_repair = len(levels) > 2
     return arr > MASK_THRESHOLD, needs_repair
+
+
+def _inside(base: Path, name: str, where: str) -> Path:
+    """``base / name``, refused if ``name`` (from a metadata file) leads out of ``base``."""
+    path = base / name
+    if Path(name).is_absolute() or base.resolve() not in path.resolve().parents:
+        raise DataError(f"{where}: file name {name!r} leads outside {base}")
+    return path
 
 
 def _require(path: Path, what: str) -> Path:
@@ -127,32 +156,38 @@ def read_rrsisd(root: Path) -> list[RawSample]:
     for key in ("images", "annotations", "categories"):
         if key not in instances:
             raise DataError(f"{inst_path}: no {key!r} key; expected a COCO-like file")
-    anns = {a["id"]: a for a in instances["annotations"]}
-    images = {i["id"]: i for i in instances["images"]}
-    categories = {c["id"]: c["name"] for c in instances["categories"]}
+    anns = _index(instances, "annotations", ("id", "image_id"), inst_path)
+    images = _index(instances, "images", ("id",), inst_path)
+    categories = {c["id"]: c["name"] for c in _index(instances, "categories", ("id", "name"), inst_path).values()}
 
     samples, where = [], {}
     for k, ref in enumerate(refs):
+        if not isinstance(ref, dict):
+            raise DataError(f"{refs_path} (ref #{k}): expected a dict, found {type(ref).__name__}")
         label = f"{refs_path} (ref #{k}, ref_id {ref.get('ref_id')})"
         try:
             split, ann_id, file_name = ref["split"], ref["ann_id"], ref["file_name"]
-            sentences = ref["sentences"]
-        except (KeyError, TypeError) as err:
+            sentences, ref_id = ref["sentences"], ref["ref_id"]
+        except KeyError as err:
             raise DataError(f"{label}: missing field {err}") from None
         if split not in SPLITS:
             raise DataError(f"{label}: split {split!r} is not one of {', '.join(SPLITS)}")
         if ann_id not in anns:
             raise DataError(f"{label}: ann_id {ann_id} has no annotation in {inst_path}")
-        image_path = _require(image_dir / file_name, f"image of {label}")
+        if not isinstance(file_name, str):
+            raise DataError(f"{label}: file_name {file_name!r} is not a string")
+        image_path = _require(_inside(image_dir, file_name, label), f"image of {label}")
         ann = anns[ann_id]
         image_info = images.get(ann["image_id"], {})
-        if not sentences:
-            raise DataError(f"{label}: no sentences")
+        if not isinstance(sentences, list) or not sentences:
+            raise DataError(f"{label}: no sentences (expected a list of dicts with 'raw' or 'sent')")
         for j, sent in enumerate(sentences):
+            if not isinstance(sent, dict):
+                raise DataError(f"{label}: sentence {j} is a {type(sent).__name__}, expected a dict")
             expression = str(sent.get("raw") or sent.get("sent") or "").strip()
             if not expression:
                 raise DataError(f"{label}: sentence {j} is empty")
-            sample_id = str(ref["ref_id"]) if len(sentences) == 1 else f"{ref['ref_id']}_{j}"
+            sample_id = str(ref_id) if len(sentences) == 1 else f"{ref_id}_{j}"
             _add(
                 samples,
                 where,
@@ -182,10 +217,27 @@ def _load_pickle(path: Path):
 
 def _load_json(path: Path) -> dict:
     try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _index(instances: dict, key: str, fields: tuple[str, ...], path: Path) -> dict:
+    """``instances[key]`` by id; every record must be a dict with ``fields``."""
+    records = instances[key]
+    if not isinstance(records, list):
+        raise DataError(f"{path}: {key!r} is a {type(records).__name__}, expected a list")
+    index = {}
+    for k, record in enumerate(records):
+        missing = [f for f in fields if not isinstance(record, dict) or f not in record]
+        if missing:
+            raise DataError(f"{path}: {key}[{k}] has no {missing[0]!r}; expected a dict with {', '.join(fields)}")
+        index[record["id"]] = record
+    return index
 
 
 def _rle_loader(ann: dict, image_info: dict, label: str) -> Callable[[], tuple[np.ndarray, bool]]:
@@ -193,28 +245,59 @@ def _rle_loader(ann: dict, image_info: dict, label: str) -> Callable[[], tuple[n
         from pycocotools import mask as coco_mask
 
         segments = ann.get("segmentation")
-        if not segments:
-            raise DataError(f"{label}: no segmentation")
+        if not segments or not isinstance(segments, list):
+            raise DataError(f"{label}: no segmentation (expected a list of RLEs or polygons)")
         try:
             if isinstance(segments[0], list):  # polygons, as refer.py allows
                 h, w = image_info["height"], image_info["width"]
                 rles = coco_mask.frPyObjects(segments, h, w)
             else:
-                rles = [
-                    coco_mask.frPyObjects(s, *s["size"]) if isinstance(s["counts"], list) else s
-                    for s in segments
-                ]
-                rles = [
-                    {"size": r["size"], "counts": r["counts"].encode()} if isinstance(r["counts"], str) else r
-                    for r in rles
-                ]
+                rles = [_checked_rle(s, f"{label}, segment {k}") for k, s in enumerate(segments)]
+                rles = [coco_mask.frPyObjects(r, *r["size"]) if isinstance(r["counts"], list) else r for r in rles]
             decoded = coco_mask.decode(rles)
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, IndexError) as err:
             raise DataError(f"{label}: cannot decode segmentation ({err})") from None
         summed = decoded.reshape(decoded.shape[0], decoded.shape[1], -1).sum(axis=2)
         return summed == 1, False
 
     return load
+
+
+def _checked_rle(segment, label: str) -> dict:
+    """A COCO RLE whose runs cover its ``size`` exactly; pycocotools would decode a short or
+    empty ``counts`` from uninitialised memory."""
+    if not isinstance(segment, dict) or "size" not in segment or "counts" not in segment:
+        raise DataError(f"{label}: expected an RLE dict with 'size' and 'counts'")
+    size, counts = segment["size"], segment["counts"]
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise DataError(f"{label}: RLE size {size!r} is not [height, width]")
+    runs = rle_runs(counts, label) if isinstance(counts, str) else counts
+    if not isinstance(runs, list) or not all(isinstance(r, int) and r >= 0 for r in runs):
+        raise DataError(f"{label}: RLE counts must be a string or a list of non-negative integers")
+    if sum(runs) != size[0] * size[1]:
+        raise DataError(f"{label}: RLE runs cover {sum(runs)} pixels, its size {size[0]}x{size[1]} has {size[0] * size[1]}")
+    return {"size": size, "counts": counts.encode("ascii")} if isinstance(counts, str) else segment
+
+
+def rle_runs(counts: str, label: str) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString)."""
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            if p == len(counts):
+                raise DataError(f"{label}: RLE counts string ends inside a run")
+            c = ord(counts[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
 
 
 # --------------------------------------------------------------------------- RefSegRS
@@ -223,14 +306,16 @@ def _rle_loader(ann: dict, image_info: dict, label: str) -> Callable[[], tuple[n
 def read_refsegrs(root: Path) -> list[RawSample]:
     """``images/<id>.tif``, ``masks/<id>.tif``, ``output_phrase_{split}.txt`` lines ``<id> <phrase>``.
 
-    Quirks handled: lines are unsorted (file order is kept), blank and trailing lines are skipped,
-    several ids may show the same tile (they stay separate samples: ids are per expression).
+    Quirks handled: lines are unsorted (file order is kept), blank lines are skipped (the real
+    files have none, but an edited one may), several ids may show the same tile, with another
+    category or with a synonym of the same mask (they stay separate samples: ids are per
+    expression), and masks may hold grey levels (foreground is > 50, counted by prepare).
     """
     image_dir = _require(root / "images", "RefSegRS image folder")
     mask_dir = _require(root / "masks", "RefSegRS mask folder")
 
     def paths(token: str, where: str) -> tuple[str, Path, Path]:
-        if not token.isdigit():
+        if not (token.isascii() and token.isdigit()):
             raise DataError(f"{where}: id {token!r} is not an integer")
         return token, image_dir / f"{token}.tif", mask_dir / f"{token}.tif"
 
@@ -243,8 +328,10 @@ def read_refsegrs(root: Path) -> list[RawSample]:
 def read_risbench(root: Path) -> list[RawSample]:
     """``RISBench_dataset/{img_rgb,mask}/<split>_<i>_<j>.png`` + ``output_phrase_{split}.txt``.
 
-    Lines are ``<file.png> <sentence>``; the sentence keeps its punctuation and inner spacing.
-    ``root`` may be the folder holding ``RISBench_dataset/`` or that folder itself.
+    Lines are ``<file.png> <sentence>``; the sentence keeps its punctuation (hyphens, apostrophes)
+    and inner spacing. A source image with several referents is stored once per referent, under
+    the same ``<split>_<i>_`` prefix. ``root`` may be the folder holding ``RISBench_dataset/`` or
+    that folder itself.
     """
     base = root / "RISBench_dataset"
     if not base.is_dir() and (root / "img_rgb").is_dir():
@@ -253,9 +340,9 @@ def read_risbench(root: Path) -> list[RawSample]:
     mask_dir = _require(base / "mask", "RISBench mask folder")
 
     def paths(token: str, where: str) -> tuple[str, Path, Path]:
-        if not token.endswith(".png"):
+        if not token.endswith(".png") or token == ".png":
             raise DataError(f"{where}: file name {token!r} does not end in .png")
-        return token[: -len(".png")], image_dir / token, mask_dir / token
+        return token[: -len(".png")], _inside(image_dir, token, where), _inside(mask_dir, token, where)
 
     return _read_phrase_files(base, paths)
 
@@ -264,9 +351,7 @@ def _read_phrase_files(base: Path, paths: Callable[[str, str], tuple[str, Path, 
     samples, where = [], {}
     for split in SPLITS:
         phrase_file = _require(base / f"output_phrase_{split}.txt", f"{split} phrase file")
-        with open(phrase_file, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-        for lineno, line in enumerate(lines, start=1):
+        for lineno, line in enumerate(_phrase_lines(phrase_file), start=1):
             if not line.strip():
                 continue  # blank or trailing lines carry no sample
             loc = f"{phrase_file}:{lineno}"
@@ -290,3 +375,13 @@ def _read_phrase_files(base: Path, paths: Callable[[str, str], tuple[str, Path, 
                 loc,
             )
     return samples
+
+
+def _phrase_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 phrase file; a byte that is not UTF-8 is named by its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x}); expected UTF-8") from None

@@ -17,7 +17,8 @@ from pathlib import Path
 from diffris.config import DATASETS, SPLITS
 from diffris.data.readers import read_raw
 from diffris.errors import ConfigError, DataError, FetchError
-from diffris.fileio import sha256sum, write_json
+from diffris.fileio import MARKER as FOLDER_MARKER
+from diffris.fileio import OutputError, atomic_folder, sha256sum, write_json
 
 MARKER = "FETCHED.json"  # written last: its presence means the folder holds a verified dataset
 
@@ -61,41 +62,88 @@ def verify_layout(source: DatasetSource, root: Path) -> dict[str, int]:
 
 def fetch_synthetic(source: DatasetSource, out: Path, splits: dict[str, int], image_size: int, seed: int) -> dict:
     """Generate into ``<out>.partial`` and move it into place once verified, so an interrupted run
-    never leaves a folder that looks complete. Only a previous synthetic fetch is replaced."""
+    never leaves a folder that looks complete. Only an earlier fetch's own folder is replaced."""
     from diffris.data.synthetic import generate
 
-    if out.exists() and any(out.iterdir()) and _marker_source(out) != "synthetic":
-        raise DataError(f"{out}: folder exists and does not hold a synthetic dataset; refusing to overwrite it")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    generate(source.key, partial, splits, image_size, seed)
-    counts = verify_layout(source, partial)
-    info = {"dataset": source.key, "source": "synthetic", "seed": seed, "image_size": image_size, "splits": counts}
-    write_json(partial / MARKER, info)
-    shutil.rmtree(out, ignore_errors=True)
-    partial.replace(out)
+    info = {"dataset": source.key, "source": "synthetic", "seed": seed, "image_size": image_size}
+
+    def write(tmp: Path) -> None:
+        generate(source.key, tmp, splits, image_size, seed)
+        info["splits"] = verify_layout(source, tmp)
+        write_json(tmp / MARKER, dict(info, files=file_sizes(tmp)))
+
+    atomic_folder(out, write, "fetch")
     return info
-
-
-def _marker_source(root: Path) -> str | None:
-    try:
-        return json.loads((root / MARKER).read_text()).get("source")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def fetch_real(source: DatasetSource, out: Path) -> dict:
+    """Verify (downloading and extracting where possible) the real dataset in ``out``; nothing in
+    ``out`` is deleted. ``FETCHED.json`` is written last and lists every file's size, so a later
+    fetch re-checks the whole folder against it; it is removed first whenever a check fails."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    recorded = _recorded_files(out)
+    if recorded is not None and _first_changed(out, recorded) is None:
+        counts = verify_layout(source, out)
+        return _real_info(source, counts)
+    (out / MARKER).unlink(missing_ok=True)
     if source.obtain["kind"] == "hub":
-        _fetch_hub_archive(source, out)
+        listing = _fetch_hub_archive(source, out, force=recorded is not None)
+    elif recorded is not None:
+        changed = _first_changed(out, recorded)
+        raise DataError(f"{changed}: differs from the verified copy listed in {MARKER}; place the dataset again")
     elif not _layout_present(source, out):
         raise FetchError(source.instructions(out))
+    else:
+        listing = None
     counts = verify_layout(source, out)
+    if listing is None:
+        decode_all(source, out)  # placed by hand: no listing to compare with, so read every file
     _warn_split_sizes(source, counts)
+    info = _real_info(source, counts)
+    write_json(out / MARKER, dict(info, files=file_sizes(out, skip=source.obtain.get("filename"))))
+    return info
+
+
+def _real_info(source: DatasetSource, counts: dict[str, int]) -> dict:
     info = {"dataset": source.key, "source": "real", "splits": counts}
     info.update({k: source.obtain[k] for k in ("repo_id", "revision", "filename", "sha256") if k in source.obtain})
-    write_json(out / MARKER, info)
     return info
+
+
+def file_sizes(root: Path, skip: str | None = None) -> dict[str, int]:
+    """Every file under ``root`` -> its size in bytes; not the markers, ``skip`` (the archive)
+    or the Hub client's ``.cache/``."""
+    ignored = {MARKER, FOLDER_MARKER, skip}
+    files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+    return {rel: p.stat().st_size for rel, p in files.items() if rel not in ignored and not rel.startswith(".cache/")}
+
+
+def _recorded_files(out: Path) -> dict[str, int] | None:
+    try:
+        files = json.loads((out / MARKER).read_text()).get("files")
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return files if isinstance(files, dict) else None
+
+
+def _first_changed(root: Path, files: dict[str, int]) -> Path | None:
+    """The first listed file that is missing or has another size, or None."""
+    for name, size in files.items():
+        path = root / name
+        if not path.is_file() or path.stat().st_size != size:
+            return path
+    return None
+
+
+def decode_all(source: DatasetSource, root: Path) -> None:
+    """Decode every image and mask once: a torn or unreadable file is named now, not mid-training."""
+    from tqdm import tqdm
+
+    for sample in tqdm(read_raw(source.key, root), desc=f"verify {source.name}", unit="sample", leave=False):
+        sample.load_image()
+        sample.load_mask()
 
 
 def _layout_present(source: DatasetSource, out: Path) -> bool:
@@ -115,13 +163,15 @@ def _warn_split_sizes(source: DatasetSource, counts: dict[str, int]) -> None:
         )
 
 
-def _fetch_hub_archive(source: DatasetSource, out: Path) -> None:
-    """Download the pinned archive (unless it was placed by hand), check sha256, extract in place."""
+def _fetch_hub_archive(source: DatasetSource, out: Path, force: bool) -> dict[str, int] | None:
+    """Download the pinned archive (unless it was placed by hand), check sha256, extract in place.
+    Returns the archive's listing (path -> size), or None when only the extracted layout was
+    placed (no archive to check it against). ``force``: extract again even if the layout is there."""
     ob = source.obtain
     archive = out / ob["filename"]
-    if _layout_present(source, out):
-        return
     if not archive.exists():
+        if _layout_present(source, out) and not force:
+            return None
         archive = _hub_download(source, out)
     print(f"checking sha256 of {archive} ...")
     digest = sha256sum(archive)
@@ -131,7 +181,7 @@ def _fetch_hub_archive(source: DatasetSource, out: Path) -> None:
             f"({ob['repo_id']}@{ob['revision']}); the file is corrupt or not the pinned version — "
             "delete it and fetch again"
         )
-    _extract(archive, out)
+    return _extract(archive, out)
 
 
 def _hub_download(source: DatasetSource, out: Path) -> Path:
@@ -155,21 +205,39 @@ def _hub_download(source: DatasetSource, out: Path) -> Path:
     return Path(path)
 
 
-def _extract(archive: Path, out: Path) -> None:
-    """Extract the archive; an archive that wraps everything in one top folder is flattened."""
+def _extract(archive: Path, out: Path) -> dict[str, int]:
+    """Extract every entry (an archive that wraps everything in one top folder is flattened) and
+    check each file's size against the listing. Every entry name is checked before anything is
+    written, so a refused archive leaves nothing behind."""
     try:
         with zipfile.ZipFile(archive) as zf:
-            names = [n for n in zf.namelist() if not n.startswith("__MACOSX/")]
-            tops = {n.split("/", 1)[0] for n in names}
-            prefix = f"{tops.pop()}/" if len(tops) == 1 and all("/" in n for n in names) else ""
-            for name in names:
-                target = out / name[len(prefix) :]
-                if name.endswith("/") or not name[len(prefix) :]:
-                    continue
-                if out.resolve() not in target.resolve().parents:
-                    raise FetchError(f"{archive}: entry {name!r} would extract outside {out}")
+            entries = _entries(zf, archive, out)
+            for info, target in entries:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(name) as src, open(target, "wb") as dst:
+                with zf.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst)
     except zipfile.BadZipFile as err:
         raise FetchError(f"{archive}: not a valid zip archive ({err})") from None
+    listing = {target.relative_to(out).as_posix(): info.file_size for info, target in entries}
+    changed = _first_changed(out, listing)
+    if changed is not None:
+        raise FetchError(f"{changed}: extracted with another size than {archive} lists; fetch again")
+    return listing
+
+
+def _entries(zf: zipfile.ZipFile, archive: Path, out: Path) -> list[tuple[zipfile.ZipInfo, Path]]:
+    """(entry, target) of every file of the archive, all inside ``out``."""
+    infos = [i for i in zf.infolist() if not i.filename.startswith("__MACOSX/")]
+    names = [i.filename for i in infos]
+    tops = {n.split("/", 1)[0] for n in names}
+    prefix = f"{tops.pop()}/" if len(tops) == 1 and all("/" in n for n in names) else ""
+    root, entries = out.resolve(), []
+    for info in infos:
+        rel = info.filename[len(prefix) :]
+        if info.is_dir() or not rel:
+            continue
+        target = out / rel
+        if root not in target.resolve().parents:
+            raise FetchError(f"{archive}: entry {info.filename!r} would extract outside {out}; nothing was extracted")
+        entries.append((info, target))
+    return entries

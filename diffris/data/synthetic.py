@@ -143,21 +143,47 @@ def write_refsegrs(out: Path, splits: dict[str, int], size: int, seed: int) -> N
         lines: list[str] = []
         while len(lines) < splits[split]:
             img, masks = scenes.urban_tile(rng, size)
-            categories = sorted(masks)
-            # quirk: one tile, several ids — other categories, or synonyms with the same mask
-            for category in rng.permutation(categories)[: rng.integers(1, 3)]:
-                if len(lines) == splits[split]:
-                    break
+            for category, phrase in refsegrs_phrases(rng, sorted(masks))[: splits[split] - len(lines)]:
                 sample_id = next(next_id)
-                phrase = REFSEGRS_PHRASES[str(category)][rng.integers(len(REFSEGRS_PHRASES[str(category)]))]
                 Image.fromarray(img).save(out / "images" / f"{sample_id}.tif")
-                Image.fromarray(masks[str(category)].astype(np.uint8) * 255).save(out / "masks" / f"{sample_id}.tif")
+                Image.fromarray(refsegrs_mask(rng, masks[category])).save(out / "masks" / f"{sample_id}.tif")
                 lines.append(f"{sample_id} {phrase}\n")
                 bar.update()
         with open(out / f"output_phrase_{split}.txt", "w") as f:
-            f.writelines(lines)
-            f.write("\n")  # quirk: a trailing empty line
+            f.writelines(lines)  # no trailing blank line: the real files have none
     bar.close()
+
+
+def refsegrs_phrases(rng: np.random.Generator, categories: list[str]) -> list[tuple[str, str]]:
+    """(category, phrase) pairs for one tile, one id each: one or two categories, and sometimes a
+    synonym of the first (another id with the same mask, as val ids 4497, 1489 and 25)."""
+    pairs = []
+    for category in rng.permutation(categories)[: rng.integers(1, 3)]:
+        words = REFSEGRS_PHRASES[str(category)]
+        pairs.append((str(category), words[rng.integers(len(words))]))
+    first, phrase = pairs[0]
+    synonyms = [w for w in REFSEGRS_PHRASES[first] if w != phrase]
+    if synonyms and rng.random() < 0.3:
+        pairs.insert(1, (first, synonyms[rng.integers(len(synonyms))]))
+    return pairs
+
+
+def refsegrs_mask(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """The mask as the file stores it: 0/255, or (a third of the time) with grey edges whose
+    levels lie above 50 inside the object and at or below 50 outside, so > 50 gives ``mask``."""
+    stored = mask.astype(np.uint8) * 255
+    if rng.random() < 1 / 3:
+        inner = mask & ~_erode(mask)
+        outer = _erode(~mask) ^ ~mask
+        stored[inner] = rng.integers(51, 255, int(inner.sum()))
+        stored[outer] = rng.integers(1, 51, int(outer.sum()))
+    return stored
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """4-neighbour erosion; the image border counts as inside."""
+    padded = np.pad(mask, 1, mode="edge")
+    return mask & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
 
 
 # --------------------------------------------------------------------------- RISBench
@@ -166,11 +192,12 @@ RISBENCH_KINDS = list(scenes.OBJECT_KINDS)
 
 
 def risbench_sentence(rng: np.random.Generator, target: scenes.SceneObject, others, how: str) -> str:
-    """RISBench style: long, punctuated, model-written sentences with the odd spacing glitch."""
+    """RISBench style: long, punctuated, model-written sentences (commas, hyphens, apostrophes)
+    with the odd spacing glitch."""
     name, colour = target.kind.name, target.colour
     where = scenes.position_word(target.centre)
     if how == "position":
-        where = f"{scenes.relative_side(target, scenes.twin_of(target, others))} side"
+        where = f"{scenes.relative_side(target, scenes.twin_of(target, others))}-most side"
     if how == "size":
         twin = scenes.twin_of(target, others)
         size = "larger" if target.radius > twin.radius else "smaller"
@@ -181,15 +208,29 @@ def risbench_sentence(rng: np.random.Generator, target: scenes.SceneObject, othe
             key=lambda o: np.hypot(o.centre[0] - target.centre[0], o.centre[1] - target.centre[1]),
             default=None,
         )
-        text = f"The {colour} {name} located at the {where} of the image"
+        if how == "category" and rng.random() < 0.4:
+            text = f"The {colour} {name} in the image's {where.replace(' ', '-')} area"
+        else:
+            text = f"The {colour} {name} located at the {where} of the image"
         if rng.random() < 0.4:
-            text += f" features a {colour} surface"
+            text += f" features a well-defined {colour} surface"
         if neighbour is not None and rng.random() < 0.6:
             text += f", and lies near a {neighbour.colour} {neighbour.kind.name}"
     text += "."
     if rng.random() < 0.15:  # quirk: odd spacing kept as the dataset stores it
         text = text.replace("The ", "The  ", 1).replace(".", " .")
     return text
+
+
+def risbench_referents(rng: np.random.Generator, target: scenes.SceneObject, objects, how: str) -> list[tuple]:
+    """(object, how) of the referents of one source image: the target, and sometimes another
+    object whose category is alone in the scene (RISBench stores one file per referent)."""
+    referents = [(target, how)]
+    kinds = [o.kind.name for o in objects]
+    alone = [o for o in objects if o is not target and kinds.count(o.kind.name) == 1]
+    if alone and rng.random() < 0.3:
+        referents.append((alone[rng.integers(len(alone))], "category"))
+    return referents
 
 
 def write_risbench(out: Path, splits: dict[str, int], size: int, seed: int) -> None:
@@ -203,14 +244,15 @@ def write_risbench(out: Path, splits: dict[str, int], size: int, seed: int) -> N
         image_index = 0
         while len(lines) < splits[split]:
             img, target, objects, how = scenes.object_scene(rng, size, RISBENCH_KINDS)
-            sentence = risbench_sentence(rng, target, objects, how)
-            object_index = objects.index(target) + int(rng.integers(0, 2))  # quirk: gaps in object indices
-            name = f"{split}_{image_index}_{object_index}.png"
-            Image.fromarray(img).save(base / "img_rgb" / name)  # one image file per triplet
-            Image.fromarray(target.mask.astype(np.uint8) * 255).save(base / "mask" / name)
-            lines.append(f"{name} {sentence}\n")
+            gap = int(rng.integers(0, 2))  # quirk: gaps in object indices
+            for obj, obj_how in risbench_referents(rng, target, objects, how)[: splits[split] - len(lines)]:
+                sentence = risbench_sentence(rng, obj, objects, obj_how)
+                name = f"{split}_{image_index}_{objects.index(obj) + gap}.png"
+                Image.fromarray(img).save(base / "img_rgb" / name)  # one image file per triplet
+                Image.fromarray(obj.mask.astype(np.uint8) * 255).save(base / "mask" / name)
+                lines.append(f"{name} {sentence}\n")
+                bar.update()
             image_index += 1
-            bar.update()
         with open(base / f"output_phrase_{split}.txt", "w") as f:
             f.writelines(lines)
     bar.close()

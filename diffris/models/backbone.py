@@ -214,7 +214,7 @@ def write_tiny_backbone(name: str, entry: dict, out: Path) -> Path:
         write_tokenizer(tmp / "tokenizer", spec.max_length)
         _write_info(tmp, info)
 
-    return atomic_folder(out, write)
+    return atomic_folder(out, write, "fetch-weights")
 
 
 def write_sd1_random_backbone(name: str, entry: dict, out: Path) -> Path:
@@ -231,7 +231,7 @@ def write_sd1_random_backbone(name: str, entry: dict, out: Path) -> Path:
         write_tokenizer(tmp / "tokenizer", text_encoder.config.max_position_embeddings)
         _write_info(tmp, info)
 
-    return atomic_folder(out, write)
+    return atomic_folder(out, write, "fetch-weights")
 
 
 def copy_pretrained_backbone(name: str, entry: dict, pretrained_dir: Path, out: Path) -> Path:
@@ -243,7 +243,11 @@ def copy_pretrained_backbone(name: str, entry: dict, pretrained_dir: Path, out: 
             f"{source / INFO_FILE}: holds {info['name']!r} of run {info.get('pretraining', {}).get('run')!r}, "
             f"expected {name!r} of run {entry['pretrained']!r}; rerun `diffris pretrain-backbone`"
         )
-    return atomic_folder(out, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
+
+    def copy(tmp: Path) -> None:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+
+    return atomic_folder(out, copy, "fetch-weights", [pretrained_dir])
 
 
 def select_hub_files(files: list[str]) -> list[str]:
@@ -288,7 +292,7 @@ def fetch_hub_backbone(name: str, entry: dict, out: Path, revision: str | None =
         digests = {f: sha256sum(tmp / f) for f in files}
         _write_info(tmp, {"name": name, "source": "hub", "repo_id": repo_id, "revision": revision, "files": digests})
 
-    return atomic_folder(out, write)
+    return atomic_folder(out, write, "fetch-weights")
 
 
 def _write_info(folder: Path, info: dict) -> None:

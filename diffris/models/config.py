@@ -52,6 +52,9 @@ class PCMRDConfig:
     mlp_ratio: float
     tau_init: float  # learnable temperature of the Gumbel normalised attention
     tau_min: float
+    assign_norm: Literal["none", "layer", "centred"]  # before Eq. 16 (docs/model.md): as printed; LayerNorm of
+    # tokens and pixels (GroupViT); or the pixels centred on their image's mean first, then LayerNorm
+    gumbel_noise: Literal["paper", "logits"]  # Eq. 17 as printed, softmax((S+G)/tau), or softmax(S/tau+G)
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def config_from_params(params: dict, experiment: str, scale: str | None = None) 
             raise ConfigError(f"params.yaml: no `{section}` section")
     experiments = params["experiments"]
     if experiment not in experiments:
-        raise ConfigError(f"experiment {experiment!r} is not one of: {', '.join(experiments)}")
+        raise ConfigError(f"experiments.{experiment}: no such experiment (has: {', '.join(experiments)})")
     scale_name = scale or params["scale"]
     scale_cfg = scale_params(params, scale_name)
     merged = merge_overrides(params["model"], scale_cfg.get("model") or {}, f"scales.{scale_name}.model")

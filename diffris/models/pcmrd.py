@@ -29,23 +29,46 @@ from diffris.models.config import PCMRDConfig
 from diffris.models.layers import MLP, DynamicMaskHead, TextFeatures, conv_gn_relu, resize
 
 
-def gumbel_assign(similarity: Tensor, tau: Tensor, hard: bool, training: bool) -> Tensor:
+def gumbel_assign(similarity: Tensor, tau: Tensor, hard: bool, training: bool, noise: str = "paper") -> Tensor:
     """Assignment of pixels to tokens from similarities [B, M, N]; every column sums to 1 over M.
 
-    Hard, training (Eqs. 17-19): S_gumbel = softmax(S/tau + G) over tokens with G ~ Gumbel(0, 1),
+    Hard, training (Eqs. 17-19): S_gumbel = softmax((S + G)/tau) over tokens with G ~ Gumbel(0, 1)
+    (``noise`` "paper", Eq. 17 as printed) or softmax(S/tau + G) (``noise`` "logits", the usual
+    Gumbel-softmax parameterisation, where tau does not scale the noise);
     S_onehot = onehot(argmax_M S_gumbel), S_mask = S_onehot - sg(S_gumbel) + S_gumbel: one-hot in
     the forward pass, the soft Gumbel gradient in the backward pass.
     Hard, evaluation: onehot(argmax_M S), no noise. Soft (``hard`` False): softmax(S/tau).
     """
-    logits = similarity / tau
     if not hard:
-        return logits.softmax(dim=1)
+        return (similarity / tau).softmax(dim=1)
     if not training:
-        return F.one_hot(logits.argmax(dim=1), logits.shape[1]).transpose(1, 2).to(logits.dtype)
-    uniform_exp = torch.empty_like(logits).exponential_().clamp_min(torch.finfo(logits.dtype).tiny)
-    soft = (logits - uniform_exp.log()).softmax(dim=1)
+        return F.one_hot(similarity.argmax(dim=1), similarity.shape[1]).transpose(1, 2).to(similarity.dtype)
+    uniform_exp = torch.empty_like(similarity).exponential_().clamp_min(torch.finfo(similarity.dtype).tiny)
+    gumbel = -uniform_exp.log()
+    logits = (similarity + gumbel) / tau if noise == "paper" else similarity / tau + gumbel
+    soft = logits.softmax(dim=1)
     onehot = torch.zeros_like(soft).scatter_(1, soft.argmax(dim=1, keepdim=True), 1.0)
     return onehot - soft.detach() + soft
+
+
+@torch.no_grad()
+def assignment_stats(similarity: Tensor, assignment: Tensor, tau: Tensor) -> dict[str, float]:
+    """Diagnostics of one stage's assignment, means over the batch (docs/model.md):
+
+    - ``tokens_used``: distinct tokens that win at least one pixel under the clean argmax, per image;
+    - ``entropy``: entropy of softmax(S/tau) over the M tokens, per pixel, divided by log M
+      (1: uniform, 0: one-hot);
+    - ``agreement``: share of pixels whose assignment (with the training noise, if any) picks the
+      clean argmax token;
+    - ``tau``.
+    """
+    num_tokens = similarity.shape[1]
+    clean = similarity.argmax(dim=1)  # [B, N]
+    used = F.one_hot(clean, num_tokens).amax(dim=1).sum(dim=1).float().mean()
+    probs = (similarity / tau).softmax(dim=1)
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1).mean() / math.log(max(num_tokens, 2))
+    agreement = (assignment.argmax(dim=1) == clean).float().mean()
+    return {"tokens_used": float(used), "entropy": float(entropy), "agreement": float(agreement), "tau": float(tau)}
 
 
 class QueryTextAttention(nn.Module):
@@ -75,11 +98,20 @@ class OAQIL(nn.Module):
         super().__init__()
         dim = config.query_dim
         self.hard = config.hard_assign
+        self.noise = config.gumbel_noise
         self.tau_min = config.tau_min
+        self.record_stats = False  # set by the caller: keep assignment_stats of each forward in ``stats``
+        self.stats: dict[str, float] = {}
         self.text_attention = QueryTextAttention(dim, text_dim)
         self.project_tokens = nn.Linear(dim, dim)  # W_t
         self.project_pixels = nn.Conv2d(visual_dim, dim, 1)  # W_d
         self.log_tau = nn.Parameter(torch.tensor(math.log(config.tau_init)))
+        # Before Eq. 16 (docs/model.md): pixel embeddings of post-ReLU maps share one direction, so
+        # one token wins nearly every pixel; "centred" removes each image's mean pixel embedding,
+        # then GroupViT's LayerNorms of tokens and pixels (Fig. 4's normalisation layers) follow.
+        self.centre_pixels = config.assign_norm == "centred"
+        self.norm_tokens = nn.LayerNorm(dim) if config.assign_norm != "none" else nn.Identity()
+        self.norm_pixels = nn.LayerNorm(dim) if config.assign_norm != "none" else nn.Identity()
         self.norm = nn.LayerNorm(dim)
         self.mlp = MLP(dim, round(config.mlp_ratio * dim))
 
@@ -91,8 +123,12 @@ class OAQIL(nn.Module):
         """Returns the updated tokens Q_u [B, M, C_q] and the assignment S_mask [B, M, N]."""
         tokens = self.project_tokens(self.text_attention(queries, text))  # W_t Q_l
         pixels = self.project_pixels(visual).flatten(2).transpose(1, 2)  # flatten(W_d V) [B, N, C_q]
-        similarity = F.normalize(tokens, dim=-1) @ F.normalize(pixels, dim=-1).transpose(1, 2)  # Eq. 16
-        assignment = gumbel_assign(similarity, self.tau, self.hard, self.training)
+        centred = pixels - pixels.mean(dim=1, keepdim=True) if self.centre_pixels else pixels
+        keys, values = self.norm_tokens(tokens), self.norm_pixels(centred)
+        similarity = F.normalize(keys, dim=-1) @ F.normalize(values, dim=-1).transpose(1, 2)  # Eq. 16
+        assignment = gumbel_assign(similarity, self.tau, self.hard, self.training, self.noise)
+        if self.record_stats:
+            self.stats = assignment_stats(similarity, assignment, self.tau)
         # Eq. 20 with the assigned sum divided by (count + 1): a per-token mean, independent of
         # the stage's resolution (GroupViT's normalisation).
         pooled = (assignment @ pixels) / (assignment.sum(dim=-1, keepdim=True) + 1.0)
@@ -149,3 +185,41 @@ class PCMRD(nn.Module):
             per_pixel = (assignment.transpose(1, 2) @ tokens).transpose(1, 2)  # S_mask^T Q_u
             x = torch.cat([x, per_pixel.reshape(x.shape[0], -1, *x.shape[-2:])], dim=1)
         return self.classify(self.head(x), text.sentence)
+
+
+class AssignmentMonitor:
+    """Averages ``assignment_stats`` of a model's OAQILs (stage 1 = coarsest) over the forward
+    passes since the last ``read``: what training logs per epoch and evaluation per split."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, OAQIL)]
+        for layer in self.layers:
+            layer.record_stats = True
+        self._sums: list[dict[str, float]] = [{} for _ in self.layers]
+        self._count = 0
+
+    def update(self) -> None:
+        if not self.layers:
+            return
+        for sums, layer in zip(self._sums, self.layers):
+            for key, value in layer.stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+        self._count += 1
+
+    def state_dict(self) -> dict:
+        """The running sums, for a checkpoint taken mid-epoch (``load_state_dict`` restores them)."""
+        return {"sums": [dict(s) for s in self._sums], "count": self._count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._sums, self._count = [dict(s) for s in state["sums"]], state["count"]
+
+    def read(self, digits: int = 4) -> dict[str, dict[str, float]]:
+        """{"stage1": {tokens_used, entropy, agreement, tau}, ...}; empty without query tokens."""
+        count, self._count = max(self._count, 1), 0
+        out = {
+            f"stage{i + 1}": {key: round(value / count, digits) for key, value in sorted(sums.items())}
+            for i, sums in enumerate(self._sums)
+            if sums
+        }
+        self._sums = [{} for _ in self.layers]
+        return out

@@ -65,6 +65,7 @@ class UNetBudget:
     batch_size: int
     lr: float
     caption_dropout: float  # probability of the empty caption (classifier-free guidance)
+    train_text_encoder: bool = False  # train the text encoder with the UNet (GLIDE), not frozen
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,8 @@ class LatentData:
     mean: Tensor  # posterior means [N, 4, s, s] (unscaled)
     std: Tensor
     scaling: float
-    text: Tensor  # caption embeddings [N, T, D]
-    empty: Tensor  # the empty caption's embedding [1, T, D]
+    ids: Tensor  # caption token ids [N, T]
+    empty: Tensor  # the empty caption's token ids [1, T]
 
     def sample(self, index: Tensor, generator: torch.Generator) -> Tensor:
         eps = torch.randn(self.mean[index].shape, generator=generator)
@@ -217,30 +218,39 @@ def denoising_loss(unet: nn.Module, scheduler, latents: Tensor, text: Tensor, ge
     return F.mse_loss(unet(noisy, steps, encoder_hidden_states=text).sample, noise)
 
 
-def train_unet(unet: nn.Module, data: LatentData, run: PretrainRun, generator: torch.Generator, log: list, save) -> None:
-    """Train to the last checkpoint's step count, calling ``save(backbone)`` at each checkpoint."""
+def train_unet(
+    unet: nn.Module, text_encoder: nn.Module, data: LatentData, run: PretrainRun, generator: torch.Generator, log: list, save
+) -> None:
+    """Train to the last checkpoint's step count, calling ``save(backbone)`` at each checkpoint.
+    With ``train_text_encoder`` the text encoder is optimised with the UNet; else it stays frozen."""
     budget, scheduler = run.spec.unet, noise_scheduler()
-    optimiser = torch.optim.AdamW(unet.parameters(), lr=budget.lr, weight_decay=0.01)
+    trained = [unet, text_encoder] if budget.train_text_encoder else [unet]
+    optimiser = torch.optim.AdamW([p for m in trained for p in m.parameters()], lr=budget.lr, weight_decay=0.01)
     at = {steps: name for name, steps in run.checkpoints.items()}
     train_count = run.spec.images
-    unet.train()
+    for module in trained:
+        module.train()
     for step in range(1, max(at) + 1):
         index = torch.randint(train_count, (budget.batch_size,), generator=generator)
         drop = torch.rand(budget.batch_size, generator=generator) < budget.caption_dropout
-        text = torch.where(drop[:, None, None], data.empty, data.text[index])
+        ids = torch.where(drop[:, None], data.empty, data.ids[index])
+        with torch.set_grad_enabled(budget.train_text_encoder):
+            text = text_encoder(ids).last_hidden_state
         loss = denoising_loss(unet, scheduler, data.sample(index, generator), text, generator)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         log.append(("unet", step, loss.item()))
         if step in at:
-            unet.eval()
+            for module in trained:
+                module.eval()
             save(at[step])
-            unet.train()
+            for module in trained:
+                module.train()
 
 
 @torch.no_grad()
-def held_out_losses(unet: nn.Module, data: LatentData, run: PretrainRun) -> dict[str, float]:
+def held_out_losses(unet: nn.Module, text_encoder: nn.Module, data: LatentData, run: PretrainRun) -> dict[str, float]:
     """Denoising loss on the held-out images with their captions, the empty caption and
     shuffled captions, at the same noise and timesteps: the gaps measure the use of the text."""
     index = torch.arange(run.spec.images, len(data.mean))
@@ -248,9 +258,9 @@ def held_out_losses(unet: nn.Module, data: LatentData, run: PretrainRun) -> dict
     latents = data.sample(index, generator)
     shuffled = index[torch.randperm(len(index), generator=generator)]
     texts = {
-        "captioned": data.text[index],
-        "empty": data.empty.expand(len(index), -1, -1),
-        "shuffled": data.text[shuffled],
+        "captioned": text_encoder(data.ids[index]).last_hidden_state,
+        "empty": text_encoder(data.empty.expand(len(index), -1)).last_hidden_state,
+        "shuffled": text_encoder(data.ids[shuffled]).last_hidden_state,
     }
     scheduler, seed = noise_scheduler(), run.spec.seed + 2
     return {
@@ -274,10 +284,9 @@ def pretrain(run: PretrainRun, out: Path) -> Path:
     vae.register_to_config(scaling_factor=round(scaling, 5))
 
     def write(tmp: Path) -> None:
-        tokenizer = clip_tokenizer(run.tiny.max_length)
-        embeddings = embed_captions(text_encoder, tokenizer, [*captions, ""], run.tiny.max_length)
+        ids = tokenize(clip_tokenizer(run.tiny.max_length), [*captions, ""], run.tiny.max_length)
         mean, std = encode_latents(vae, pixels)
-        data = LatentData(mean, std, vae.config.scaling_factor, embeddings[:-1], embeddings[-1:])
+        data = LatentData(mean, std, vae.config.scaling_factor, ids[:-1], ids[-1:])
         evaluation: dict[str, dict] = {}
 
         def save(name: str) -> None:
@@ -288,9 +297,9 @@ def pretrain(run: PretrainRun, out: Path) -> Path:
             noise_scheduler().save_pretrained(folder / "scheduler")
             write_tokenizer(folder / "tokenizer", run.tiny.max_length)
             _write_info(folder, backbone_info(run, name))
-            evaluation[name] = {"unet_steps": run.checkpoints[name], **held_out_losses(unet, data, run)}
+            evaluation[name] = {"unet_steps": run.checkpoints[name], **held_out_losses(unet, text_encoder, data, run)}
 
-        train_unet(unet, data, run, generator, log, save)
+        train_unet(unet, text_encoder, data, run, generator, log, save)
         write_loss_csv(tmp / "loss.csv", log)
         summary = {
             "run": run.name,
@@ -300,7 +309,7 @@ def pretrain(run: PretrainRun, out: Path) -> Path:
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
-    return atomic_folder(Path(out), write)
+    return atomic_folder(Path(out), write, "pretrain-backbone")
 
 
 def backbone_info(run: PretrainRun, name: str) -> dict:

@@ -1,9 +1,12 @@
 """Reporting: the paper's tables beside the regenerated rows, the figures, the comparison.
 
-- ``tables``: ``results/reference/<name>.csv`` + metrics JSON -> ``tables/<name>.csv``
-  (paper rows and regenerated rows, told apart by a ``source`` column);
+- ``tables``: ``results/reference/<name>.csv`` + metrics JSON of every seed -> ``tables/<name>.csv``
+  (paper rows and regenerated rows, told apart by a ``source`` column) and
+  ``tables/<name>-intervals.csv`` (the uncertainty of every regenerated cell);
+- ``intervals``: seed spread and (paired) bootstrap intervals from the per-sample CSVs;
 - ``figures``: Fig. 8 from ``tables/fig8.csv``; Figs. 5-7 from prediction PNGs and prepared data;
-- ``comparison``: ``comparison.md``, regenerated against paper cell by cell.
+- ``comparison``: ``comparison.md``, regenerated against paper cell by cell, with intervals;
+- ``check``: ``diffris check-results``, a rerun against the committed tables and intervals.
 
 Which experiment, dataset and split feed each row is set in params.yaml (``tables``, ``figures``).
 """

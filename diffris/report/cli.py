@@ -1,4 +1,4 @@
-"""`diffris report-tables`, `diffris report-figures` and `diffris report-comparison`."""
+"""`diffris report-tables`, `report-figures`, `report-comparison` and `check-results`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the paper's tables with the regenerated rows beside them (CSV)",
         description="Writes OUT/<name>.csv for table1-6 and fig8: every row of REFERENCE/<name>.csv "
         "(source=paper) followed, where params.yaml `tables` names one, by its regenerated row "
-        "(source=regenerated) read from METRICS/<experiment>/<dataset>/<split>.json.",
+        "(source=regenerated): the mean over the scale's seeds of "
+        "METRICS/<experiment>/<dataset>/seed<k>/<split>[-shuffled].json. Beside each, "
+        "OUT/<name>-intervals.csv: every regenerated cell's mean, std over seeds and 95 % bootstrap "
+        "interval over samples (from the per-sample CSVs), and each row's paired delta against the "
+        "full model's row.",
     )
     tables.add_argument(
         "--reference", required=True, type=Path, help="folder of the paper's tables (results/reference)"
@@ -22,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     tables.add_argument("--out", required=True, type=Path, help="folder to write the tables to")
     tables.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
+    tables.add_argument("--scale", help="scale whose seeds to read (default: params.yaml's `scale`)")
     tables.add_argument("--quiet", action="store_true", help="do not print the tables")
     tables.set_defaults(handler=run_tables)
 
@@ -56,17 +61,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     comparison.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
     comparison.set_defaults(handler=run_comparison)
 
+    check = sub.add_parser(
+        "check-results",
+        help="a rerun against the committed results: is every cell within its committed 95 %% interval?",
+        description="Compares every regenerated cell of RESULTS/tables/<name>.csv with the committed "
+        "table and its committed interval (tables/<name>-intervals.csv), and prints one line per "
+        "cell: within the interval, and identical text. Committed = RESULTS as in git revision REV "
+        "(default HEAD), or --reference DIR. Exit 0 when every cell is within, 1 otherwise.",
+    )
+    check.add_argument("--results", required=True, type=Path, help="the rerun's results folder (results/<scale>)")
+    check.add_argument(
+        "--reference", type=Path,
+        help="the committed results folder to compare with (default: RESULTS as committed in git, see --rev)",
+    )  # fmt: skip
+    check.add_argument("--rev", default="HEAD", help="git revision of the committed results (default: HEAD)")
+    check.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
+    check.set_defaults(handler=run_check)
+
 
 def run_tables(args: argparse.Namespace) -> int:
     from diffris.config import load_params
-    from diffris.report.tables import build_tables, format_console, write_tables
+    from diffris.report.tables import build_report, format_console, write_tables
 
-    tables = build_tables(load_params(args.params), args.reference, args.metrics)
+    tables, intervals = build_report(load_params(args.params), args.reference, args.metrics, args.scale)
     paths = write_tables(tables, args.out)
+    write_tables(intervals, args.out)
     if not args.quiet:
         for name, table in tables.items():
             print(format_console(name, table))
-    print(f"wrote {len(paths)} tables to {args.out}")
+    print(f"wrote {len(paths)} tables and their intervals to {args.out}")
     return 0
 
 
@@ -87,3 +110,13 @@ def run_comparison(args: argparse.Namespace) -> int:
     write_comparison(args.tables, params, args.scale or params["scale"], args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from diffris.config import load_params
+    from diffris.report.check import Committed, check_results, format_outcome
+
+    committed = Committed(args.results, args.reference, args.rev)
+    outcome = check_results(load_params(args.params), args.results, committed)
+    print(format_outcome(outcome, committed, args.results))
+    return 0 if outcome.agrees else 1

@@ -1,10 +1,12 @@
 """Figures 5-8 as PNGs that are byte-identical from one run to the next.
 
 - Fig. 8: mIoU and oIoU against the Stable Diffusion version, from ``tables/fig8.csv``: the
-  regenerated points as a line, the paper's points (those its text states) as squares, control
-  rows (the random backbone) as crosses off the line.
+  regenerated points as a line with their 95 % bootstrap intervals (``fig8-intervals.csv``), the
+  paper's points (those its text states) as squares, control rows (the random backbone) as
+  crosses off the line.
 - Figs. 5-7: one row per sample — expression, image, ground truth, DiffRIS prediction with its
-  IoU — from the prediction PNGs and per-sample CSV of ``diffris evaluate`` and the prepared data.
+  IoU — from the prediction PNGs and per-sample CSV of ``diffris evaluate`` (the run of the first
+  seed, params.yaml ``seed``) and the prepared data.
   params.yaml ``figures.<name>`` names the dataset, split, experiment and number of samples; the
   samples are the first ones (by index) that the evaluation kept a prediction for.
 
@@ -27,7 +29,16 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from diffris.errors import ConfigError, DataError
-from diffris.report.tables import CONTROL, PAPER, REGENERATED, Table, metrics_path, read_table, table_specs
+from diffris.report.tables import (
+    CONTROL,
+    INTERVALS_SUFFIX,
+    PAPER,
+    REGENERATED,
+    Table,
+    metrics_path,
+    read_table,
+    table_specs,
+)
 
 DPI = 120
 FIG8_METRICS = ("mIoU", "oIoU")
@@ -96,7 +107,22 @@ def fig8_frame(table: Table) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=["backbone", "position", "source", "metric", "value"])
 
 
-def plot_fig8(table: Table, title: str) -> Figure:
+def interval_bars(intervals: Table | None, points: pd.DataFrame, metric: str) -> np.ndarray | None:
+    """``[2, points]`` distances from each point down and up to its bootstrap interval, or None."""
+    if intervals is None or points.empty:
+        return None
+    bounds = {(r["label"], r["metric"]): (float(r["ci_low"]), float(r["ci_high"])) for r in intervals.rows}
+    missing = [b for b in points["backbone"] if (b, metric) not in bounds]
+    if missing:
+        raise DataError(f"fig8-intervals.csv: no {metric} interval for {', '.join(missing)}; run `diffris report-tables`")
+    low = np.array([bounds[b, metric][0] for b in points["backbone"]])
+    high = np.array([bounds[b, metric][1] for b in points["backbone"]])
+    values = points["value"].to_numpy()
+    return np.clip(np.stack([values - low, high - values]), 0.0, None)
+
+
+def plot_fig8(table: Table, title: str, intervals: Table | None = None) -> Figure:
+    """The regenerated points carry their 95 % bootstrap intervals when ``intervals`` is given."""
     frame = fig8_frame(table)
     order = list(dict.fromkeys(row[table.key] for row in table.rows))
     fig = Figure(figsize=(8, 3.4), layout="constrained")
@@ -129,6 +155,10 @@ def plot_fig8(table: Table, title: str) -> Figure:
             sns.scatterplot(
                 data=control, x="position", y="value", marker="X", s=70, color=COLORS[CONTROL], label="control", ax=ax
             )
+        for points, source in ((regenerated, REGENERATED), (control, CONTROL)):
+            bars = interval_bars(intervals, points, metric)
+            if bars is not None:
+                ax.errorbar(points["position"], points["value"], yerr=bars, fmt="none", ecolor=COLORS[source], capsize=3)
         ax.set_xticks(range(len(order)), order)
         ax.set(title=metric, xlabel="Stable Diffusion version", ylabel=f"{metric} (%)")
         ax.legend(loc="best", fontsize=8)
@@ -157,9 +187,10 @@ def read_manifest_ids(path: Path) -> list[str]:
         return [json.loads(line)["sample_id"] for line in f if line.strip()]
 
 
-def load_samples(spec: FigureSpec, metrics_dir: Path, data_dir: Path) -> list[Sample]:
-    """The first ``spec.samples`` samples with a kept prediction, checked against the prepared split."""
-    metrics_json = metrics_path(metrics_dir, spec.experiment, spec.dataset, spec.split)
+def load_samples(spec: FigureSpec, metrics_dir: Path, data_dir: Path, seed: int) -> list[Sample]:
+    """The first ``spec.samples`` samples with a kept prediction of the run trained with ``seed``,
+    checked against the prepared split."""
+    metrics_json = metrics_path(metrics_dir, spec.experiment, spec.dataset, spec.split, seed)
     predictions = sorted(metrics_json.with_name(f"{spec.split}-predictions").glob("*.png"))
     if len(predictions) < spec.samples:
         raise DataError(
@@ -214,20 +245,71 @@ def plot_qualitative(samples: list[Sample], title: str) -> Figure:
     return fig
 
 
+DIAGNOSTICS = (("tokens_used", "tokens in use per image"), ("entropy", "assignment entropy / log M"),
+               ("agreement", "training = clean assignment"), ("tau", "temperature tau"))
+
+
+def assignment_frame(histories: dict[str, list[dict]]) -> pd.DataFrame:
+    """Long form of the per-epoch PCMRD diagnostics: dataset, epoch, stage, diagnostic, value."""
+    records = [
+        {"dataset": dataset, "epoch": entry["epoch"], "stage": stage, "diagnostic": key, "value": entry[stage][key]}
+        for dataset, history in histories.items()
+        for entry in history
+        for stage in sorted(k for k in entry if k.startswith("stage"))
+        for key, _ in DIAGNOSTICS
+    ]
+    return pd.DataFrame.from_records(records)
+
+
+def plot_assignment(histories: dict[str, list[dict]], title: str) -> Figure:
+    """One panel per diagnostic, one line per (stage, dataset), over the training epochs."""
+    fig = Figure(figsize=(13, 3.4))
+    if not histories:  # no run of the figures has query tokens: nothing is assigned
+        fig.text(0.5, 0.5, "no PCMRD query tokens in these runs", ha="center", va="center")
+        fig.suptitle(title)
+        return fig
+    frame = assignment_frame(histories)
+    for ax, (key, label) in zip(fig.subplots(1, len(DIAGNOSTICS)), DIAGNOSTICS, strict=True):
+        part = frame[frame["diagnostic"] == key]
+        sns.lineplot(data=part, x="epoch", y="value", hue="stage", style="dataset", marker="o", ax=ax, legend=key == "tau")
+        ax.set_title(label, fontsize=10)
+        ax.set_ylabel("")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def assignment_histories(params: dict, metrics_dir: Path, seed: int) -> dict[str, list[dict]]:
+    """Per dataset of the qualitative figures, the training diagnostics that its evaluation JSON holds."""
+    histories = {}
+    for spec in figure_specs(params).values():
+        path = metrics_path(metrics_dir, spec.experiment, spec.dataset, spec.split, seed)
+        history = json.loads(path.read_text(encoding="utf-8")).get("training_assignment") if path.exists() else None
+        if history:
+            histories[params["datasets"][spec.dataset]["name"]] = history
+    return histories
+
+
 def write_figures(
     params: dict, tables_dir: Path, metrics_dir: Path, data_dir: Path, out_dir: Path
 ) -> list[Path]:
-    """fig5-7 (params.yaml ``figures``) and fig8 (``tables_dir/fig8.csv``) as ``out_dir/<name>.png``."""
+    """fig5-7 (params.yaml ``figures``: the first seed's run) and fig8 (``tables_dir/fig8.csv``, with
+    the bootstrap intervals of ``fig8-intervals.csv``) as ``out_dir/<name>.png``."""
     paths = []
+    seed = params["seed"]  # the first of the scale's seeds
     for spec in figure_specs(params).values():
         dataset = params["datasets"][spec.dataset]["name"]
-        title = f"{spec.name}: {dataset} {spec.split}, experiment {spec.experiment}"
+        title = f"{spec.name}: {dataset} {spec.split}, experiment {spec.experiment}, seed {seed}"
         paths.append(Path(out_dir) / f"{spec.name}.png")
-        save_figure(plot_qualitative(load_samples(spec, metrics_dir, data_dir), title), paths[-1])
+        save_figure(plot_qualitative(load_samples(spec, metrics_dir, data_dir, seed), title), paths[-1])
     fig8 = table_specs(params).get("fig8")
     if fig8 is not None:
         dataset = params["datasets"][fig8.dataset]["name"]
-        title = f"fig8: DiffRIS with different Stable Diffusion weights ({dataset} {fig8.split})"
+        title = f"fig8: DiffRIS with different Stable Diffusion weights ({dataset} {fig8.split}; bars: 95 % bootstrap)"
         paths.append(Path(out_dir) / "fig8.png")
-        save_figure(plot_fig8(read_table(Path(tables_dir) / "fig8.csv"), title), paths[-1])
+        table, intervals = (read_table(Path(tables_dir) / f"fig8{kind}.csv") for kind in ("", INTERVALS_SUFFIX))
+        save_figure(plot_fig8(table, title, intervals), paths[-1])
+    paths.append(Path(out_dir) / "assignment.png")
+    title = f"PCMRD assignment during training (the figures' runs, seed {seed}; docs/model.md)"
+    save_figure(plot_assignment(assignment_histories(params, metrics_dir, seed), title), paths[-1])
     return paths

@@ -9,7 +9,8 @@ SCALE = config["scale"]
 RUNS = pipeline.runs(config)
 EVALS = pipeline.evaluations(config)
 TABLES = [*config["tables"]]
-FIGURES = ["fig5", "fig6", "fig7", "fig8"]
+FIRST_SEED = config["seed"]  # the qualitative figures show the first seed's predictions
+FIGURES = ["fig5", "fig6", "fig7", "fig8", "assignment"]  # assignment: PCMRD diagnostics (docs/model.md)
 TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "checkpoint", "evaluate", "metrics")]
 
 
@@ -24,11 +25,23 @@ def backbone(wildcards):
 
 def run_config(wildcards):
     """What a run depends on in params.yaml, as Snakemake `params` (a change reruns the job)."""
-    return pipeline.run_params(config, wildcards.scale, wildcards.experiment, wildcards.dataset)
+    return pipeline.run_params(config, wildcards.scale, wildcards.experiment, wildcards.dataset, int(wildcards.seed))
+
+
+def evaluation_files(wildcards, *suffixes):
+    """Every evaluation's files (``.json``, ``.csv``) of every seed at the scale: the report's inputs."""
+    scale = wildcards.scale
+    return [f"{e.base(scale, seed)}{s}" for e in EVALS for seed in pipeline.seeds(config, scale, e.experiment) for s in suffixes]
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    split="val|test",
 
 
 REPORT_OUTPUTS = [
-    *expand("results/{scale}/tables/{table}.csv", scale=SCALE, table=TABLES),
+    *expand("results/{scale}/tables/{table}{kind}.csv", scale=SCALE, table=TABLES, kind=("", "-intervals")),
     *expand("results/{scale}/figures/{figure}.png", scale=SCALE, figure=FIGURES),
     f"results/{SCALE}/comparison.md",
+    f"results/{SCALE}/ENVIRONMENT.json",
 ]

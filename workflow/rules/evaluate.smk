@@ -1,24 +1,48 @@
-# evaluate: metrics JSON, per-sample CSV and a few prediction PNGs per (run, split).
+# evaluate: metrics JSON, per-sample CSV and a few prediction PNGs per (run, seed, split); the
+# shuffled-expression control (a table row with `evaluation: shuffled`) as <split>-shuffled.*.
+
+
+def evaluate_threads(wildcards):
+    return config["scales"][wildcards.scale]["train"].get("cpu_threads") or workflow.cores
+
+
+def evaluate_gpus(wildcards):
+    """One GPU where the scale trains on GPUs, so the global `gpu` limit counts evaluations too."""
+    return min(config.get("train_gpus", {}).get(wildcards.scale, 0), 1)
 
 
 rule evaluate:
     output:
-        json="results/{scale}/metrics/{experiment}/{dataset}/{split}.json",
-        csv="results/{scale}/metrics/{experiment}/{dataset}/{split}.csv",
-        predictions=directory("results/{scale}/metrics/{experiment}/{dataset}/{split}-predictions"),
+        json="results/{scale}/metrics/{experiment}/{dataset}/seed{seed}/{split}.json",
+        csv="results/{scale}/metrics/{experiment}/{dataset}/seed{seed}/{split}.csv",
+        predictions=directory("results/{scale}/metrics/{experiment}/{dataset}/seed{seed}/{split}-predictions"),
     input:
-        "runs/{scale}/{experiment}/{dataset}/model.safetensors",
+        "runs/{scale}/{experiment}/{dataset}/seed{seed}/model.safetensors",
+        "runs/{scale}/{experiment}/{dataset}/seed{seed}/trained.json",  # train writes it last: a failed run reruns
         ancient("data/prepared/{scale}/{dataset}/summary.json"),
         features_input,
         TRAIN_CODE,
     params:
         backbone=backbone,
         features=features_option,
-    threads: lambda w: config["scales"][w.scale]["train"].get("cpu_threads") or workflow.cores
+        control="",
+        run=run_config,  # the run's config: a changed experiment reruns this job, and so its training if that failed
+    threads: evaluate_threads
     resources:
-        # one GPU where the scale trains on GPUs, so the global `gpu` limit counts evaluations too
-        gpu=lambda w: min(config.get("train_gpus", {}).get(w.scale, 0), 1),
+        gpu=evaluate_gpus,
     shell:
-        "python -m diffris evaluate --run runs/{wildcards.scale}/{wildcards.experiment}/{wildcards.dataset}"
+        "python -m diffris evaluate --run runs/{wildcards.scale}/{wildcards.experiment}/{wildcards.dataset}/seed{wildcards.seed}"
         " --split {wildcards.split} --data data/prepared/{wildcards.scale}/{wildcards.dataset}"
-        " --backbone-dir models/backbones/{params.backbone}{params.features} --out {output.json}"
+        " --backbone-dir models/backbones/{params.backbone}{params.features} --out {output.json}{params.control}"
+
+
+use rule evaluate as evaluate_shuffled with:
+    output:
+        json="results/{scale}/metrics/{experiment}/{dataset}/seed{seed}/{split}-shuffled.json",
+        csv="results/{scale}/metrics/{experiment}/{dataset}/seed{seed}/{split}-shuffled.csv",
+        predictions=directory("results/{scale}/metrics/{experiment}/{dataset}/seed{seed}/{split}-shuffled-predictions"),
+    params:
+        backbone=backbone,
+        features=features_option,
+        control=" --shuffle-expressions",
+        run=run_config,

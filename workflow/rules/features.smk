@@ -13,9 +13,11 @@ def latent_donor_input(wildcards):
 
 
 def features_input(wildcards):
-    """A run's feature cache, when the scale enables caches."""
+    """A run's feature cache, when the scale enables caches. Not ancient: a rebuilt cache must
+    rerun its runs in the same pass (Snakemake does not check the params of a job downstream of
+    one that reruns, so a text_max_length change would otherwise need a second pass)."""
     cache = pipeline.feature_cache_of(config, wildcards.scale, wildcards.experiment, wildcards.dataset)
-    return [ancient(f"{cache.folder(wildcards.scale)}/cache.json"), "diffris/features.py"] if cache else []
+    return [f"{cache.folder(wildcards.scale)}/cache.json", "diffris/features.py"] if cache else []
 
 
 def features_option(wildcards):

@@ -1,20 +1,30 @@
-# report: the paper's tables beside the regenerated rows, the figures, the comparison page.
+# report: the paper's tables beside the regenerated rows (cells: the mean over seeds) with their
+# intervals, the figures, the comparison page.
 
 
 rule report_tables:
     output:
-        expand("results/{{scale}}/tables/{table}.csv", table=TABLES),
+        expand("results/{{scale}}/tables/{table}{kind}.csv", table=TABLES, kind=("", "-intervals")),
     input:
-        lambda w: expand(
-            "results/{scale}/metrics/{e.experiment}/{e.dataset}/{e.split}.json", scale=w.scale, e=EVALS
-        ),
+        lambda w: evaluation_files(w, ".json", ".csv"),
         "results/reference/table1.csv",
         code("report"),
     params:
         tables=config["tables"],
     shell:
         "python -m diffris report-tables --reference results/reference --metrics results/{wildcards.scale}/metrics"
-        " --out results/{wildcards.scale}/tables --quiet"
+        " --scale {wildcards.scale} --out results/{wildcards.scale}/tables --quiet"
+
+
+rule environment:
+    """What the results depend on (CPU kernel pin, versions, threads; no host, no time):
+    rewritten with every regeneration of the tables (docs/reproducibility.md)."""
+    output:
+        "results/{scale}/ENVIRONMENT.json",
+    input:
+        expand("results/{{scale}}/tables/{table}.csv", table=TABLES),
+    shell:
+        "python -m diffris environment --scale {wildcards.scale} --out {output}"
 
 
 rule report_figures:
@@ -22,9 +32,11 @@ rule report_figures:
         expand("results/{{scale}}/figures/{figure}.png", figure=FIGURES),
     input:
         "results/{scale}/tables/fig8.csv",
+        "results/{scale}/tables/fig8-intervals.csv",
         lambda w: [
-            f"results/{w.scale}/metrics/{f['experiment']}/{f['dataset']}/{f['split']}-predictions"
+            f"results/{w.scale}/metrics/{f['experiment']}/{f['dataset']}/seed{FIRST_SEED}/{f['split']}{kind}"
             for f in config["figures"].values()
+            for kind in ("-predictions", ".json")
         ],
         lambda w: [ancient(f"data/prepared/{w.scale}/{f['dataset']}/summary.json") for f in config["figures"].values()],
         code("report"),
@@ -39,7 +51,7 @@ rule report_comparison:
     output:
         "results/{scale}/comparison.md",
     input:
-        expand("results/{{scale}}/tables/{table}.csv", table=TABLES),
+        expand("results/{{scale}}/tables/{table}{kind}.csv", table=TABLES, kind=("", "-intervals")),
         code("report"),
     shell:
         "python -m diffris report-comparison --tables results/{wildcards.scale}/tables --scale {wildcards.scale}"
