@@ -6,7 +6,7 @@ the runs are the distinct (experiment, dataset) pairs that the tables and figure
 trained with every seed of the scale (``scales.<scale>.seeds``: params.yaml ``seed`` + 0..N-1).
 A table row with ``evaluation: shuffled`` adds the shuffled-expression evaluation of its run.
 
-Paths (see ``../shared/DESIGN.md``)::
+Paths::
 
     data/raw/<scale>/<dataset>/               fetch
     data/prepared/<scale>/<dataset>/          prepare

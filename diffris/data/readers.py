@@ -3,7 +3,7 @@
 ``read_raw(dataset, root)`` is the only way into raw data, for real downloads and for the synthetic
 twins alike. Each reader checks the whole layout before returning: a missing file, a phrase-file
 line without an image, an empty expression or a duplicate id is a ``DataError`` naming the file
-(and line). Layouts and quirks: ``../shared/research/datasets.md``.
+(and line). Layouts and quirks: README.md, Datasets.
 """
 
 from __future__ import annotations
