@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "diffris.data.cli",
     "diffris.models.cli",
     "diffris.train_cli",
+    "diffris.predict",
     "diffris.launch",
     "diffris.pipeline",
     "diffris.report.cli",

@@ -48,8 +48,13 @@ class PreparedSplit(Dataset):
             "index": i,
         }
         if self.pixels:
-            item["pixel_values"] = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).float() / 127.5 - 1.0
+            item["pixel_values"] = pixel_values(self.images[i])
         return item
+
+
+def pixel_values(image: np.ndarray) -> torch.Tensor:
+    """A prepared RGB uint8 image [S, S, 3] -> the model's input, float32 [3, S, S] in [-1, 1]."""
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 def _load(path: Path) -> np.ndarray:

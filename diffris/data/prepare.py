@@ -37,9 +37,13 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
     mask_img = Image.fromarray(mask.astype(np.uint8))
     if mismatched:
         mask_img = mask_img.resize((image.shape[1], image.shape[0]), Image.NEAREST)
-    out_image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     out_mask = np.asarray(mask_img.resize((size, size), Image.NEAREST))
-    return out_image, out_mask.astype(np.uint8), mismatched
+    return resize_image(image, size), out_mask.astype(np.uint8), mismatched
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """An RGB uint8 image resized bilinearly to size×size: what the network sees of it."""
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
 def prepare(dataset: str, raw: Path, out: Path, image_size: int) -> dict:
