@@ -86,7 +86,8 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from diffris.models.model import BackboneFeatures
-    from diffris.train import mixed_precision, param_groups
+    from diffris.run_folder import mixed_precision
+    from diffris.train import param_groups
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -28,7 +28,7 @@ COMMAND_MODULES = (
     "diffris.launch",
     "diffris.pipeline",
     "diffris.report.cli",
-    "diffris.features",
+    "diffris.features.cli",
     "diffris.plan",
     "diffris.determinism",
 )

@@ -232,8 +232,8 @@ def run_params(params: dict, scale: str, experiment: str, dataset: str, seed: in
 # tests/test_pipeline_sync.py proves it matches both params.yaml and `snakemake -n -p`.
 
 CODE = {"data": "diffris/data", "models": "diffris/models", "report": "diffris/report"}
-TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "checkpoint", "evaluate", "metrics")]
-FEATURES_CODE = "diffris/features.py"
+TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "run_spec", "run_folder", "run_log", "batches", "checkpoint", "evaluate", "metrics")]
+FEATURES_CODE = "diffris/features"
 
 
 def dvc_stages(params: dict, scale: str) -> dict:
