@@ -53,7 +53,8 @@ def build(args: argparse.Namespace, experiment: str):
 
     from diffris.config import load_params, scale_params
     from diffris.models import config_from_params
-    from diffris.models.backbone import FrozenBackbone, architecture_of
+    from diffris.backbones import architecture_of
+    from diffris.models.backbone import FrozenBackbone
     from diffris.models.model import DiffRIS
 
     params = load_params(args.params)

@@ -23,7 +23,8 @@ from diffris.errors import DiffrisError
 
 COMMAND_MODULES = (
     "diffris.data.cli",
-    "diffris.models.cli",
+    "diffris.backbones",
+    "diffris.pretraining.cli",
     "diffris.train_cli",
     "diffris.launch",
     "diffris.pipeline",

@@ -1,13 +1,21 @@
-"""Sub-commands: ``fetch-weights`` (the only Hub access for models), ``describe-model``,
-``pretrain-backbone`` and ``sample-backbone`` (docs/pretraining.md)."""
+"""The backbones params.yaml names: the architecture an entry stands for, and the sub-commands
+``fetch-weights`` (the only Hub access for models) and ``describe-model``.
+
+It sits above ``diffris.models`` and ``diffris.pretraining``: the architecture of a
+``pretrained`` backbone is that of its pretraining run's starting point.
+"""
 
 from __future__ import annotations
 
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diffris.errors import ConfigError, DiffrisError
+
+if TYPE_CHECKING:
+    from diffris.models.architecture import Architecture
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,25 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     describe.add_argument("--backbone-dir", type=Path, help="take the architecture from this backbone folder")
     describe.set_defaults(handler=run_describe)
 
-    pretrain = sub.add_parser(
-        "pretrain-backbone", help="pretrain a tiny backbone as a latent text-to-image diffusion model (its checkpoints)"
-    )
-    pretrain.add_argument("--run", required=True, help="a key of params.yaml `pretraining`")
-    pretrain.add_argument("--out", required=True, type=Path, help="folder to write: one backbone folder per checkpoint")
-    pretrain.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
-    pretrain.set_defaults(handler=run_pretrain)
-
-    sample = sub.add_parser("sample-backbone", help="a grid of images sampled from backbones for a few captions (PNG)")
-    sample.add_argument("--backbone-dir", required=True, type=Path, nargs="+", help="backbone folders, one grid row each")
-    sample.add_argument("--out", required=True, type=Path, help="PNG file to write")
-    sample.add_argument("--caption", action="append", help="a caption (repeatable; default: four scene captions)")
-    sample.add_argument("--steps", type=int, default=25, help="DDIM steps (default: 25)")
-    sample.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default: 3)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--image-size", type=int, default=64, help="image side in pixels (default: 64)")
-    sample.add_argument("--loss-curve", type=Path, help="a pretraining's loss.csv: also plot it as <out>-loss.png")
-    sample.set_defaults(handler=run_sample)
-
 
 def _downloads(args: argparse.Namespace) -> bool:
     """Only a Hub backbone needs the network; a broken params.yaml is reported by the handler."""
@@ -62,7 +51,7 @@ def _downloads(args: argparse.Namespace) -> bool:
 
 def run_fetch_weights(args: argparse.Namespace) -> int:
     from diffris.config import load_params
-    from diffris.models import backbone as bb
+    from diffris.models import weights
     from diffris.models.config import backbone_spec
 
     entry = backbone_spec(load_params(args.params), args.backbone)
@@ -74,13 +63,13 @@ def run_fetch_weights(args: argparse.Namespace) -> int:
                 f"fetch-weights --backbone {args.backbone}: a checkpoint of pretraining run {entry['pretrained']!r};"
                 f" pass --pretrained DIR (the output of `diffris pretrain-backbone --run {entry['pretrained']}`)"
             )
-        out = bb.copy_pretrained_backbone(args.backbone, entry, args.pretrained, args.out)
+        out = weights.copy_pretrained_backbone(args.backbone, entry, args.pretrained, args.out)
     elif "tiny" in entry:
-        out = bb.write_tiny_backbone(args.backbone, entry, args.out)
+        out = weights.write_tiny_backbone(args.backbone, entry, args.out)
     elif "sd1_random" in entry:
-        out = bb.write_sd1_random_backbone(args.backbone, entry, args.out)
+        out = weights.write_sd1_random_backbone(args.backbone, entry, args.out)
     else:
-        out = bb.fetch_hub_backbone(args.backbone, entry, args.out, args.revision)
+        out = weights.fetch_hub_backbone(args.backbone, entry, args.out, args.revision)
     print(f"fetch-weights: {args.backbone} -> {out}")
     return 0
 
@@ -105,7 +94,8 @@ def count_parameters(params: dict, config, backbone_dir: Path | None) -> dict[st
     """Counts per component of the model built on the meta device (no weights, no memory)."""
     import torch
 
-    from diffris.models.backbone import Architecture, FrozenBackbone, architecture_of
+    from diffris.models.architecture import Architecture
+    from diffris.models.backbone import FrozenBackbone
     from diffris.models.config import backbone_spec
     from diffris.models.model import DiffRIS
 
@@ -118,31 +108,20 @@ def count_parameters(params: dict, config, backbone_dir: Path | None) -> dict[st
     return model.parameter_counts()
 
 
-def run_pretrain(args: argparse.Namespace) -> int:
-    import time
 
-    import torch
+def architecture_of(entry: dict, name: str, params: dict | None = None) -> Architecture:
+    """The architecture a params.yaml backbone entry stands for (no weights needed); a
+    ``pretrained`` entry needs ``backbones`` and ``pretraining`` (i.e. params) to find its sizes."""
+    from diffris.models.architecture import sd1_architecture, sd1_random_architecture, tiny_architecture, tiny_spec
 
-    from diffris.config import load_params
-    from diffris.models.pretrain import pretrain, pretrain_run
+    if "tiny" in entry:
+        return tiny_architecture(tiny_spec(entry, name))
+    if "sd1_random" in entry:
+        return sd1_random_architecture()
+    if "pretrained" in entry:
+        if params is None:
+            raise ConfigError(f"backbones.{name}: a pretrained backbone's architecture needs params.yaml")
+        from diffris.pretraining.pretrain import pretrain_run
 
-    torch.set_num_threads(1)  # the same bits on any machine; the stage is small
-    run = pretrain_run(load_params(args.params), args.run)
-    start = time.perf_counter()
-    out = pretrain(run, args.out)
-    print(f"pretrain-backbone: run {run.name} -> {out} ({', '.join(run.checkpoints)}) in {time.perf_counter() - start:.0f} s")
-    return 0
-
-
-def run_sample(args: argparse.Namespace) -> int:
-    from diffris.models.sampling import DEFAULT_CAPTIONS, plot_loss_curve, sample_grid
-
-    if args.steps < 1:
-        raise ConfigError(f"--steps: must be at least 1, got {args.steps}")
-    out = sample_grid(
-        args.backbone_dir, args.caption or list(DEFAULT_CAPTIONS), args.out, args.steps, args.guidance, args.seed, args.image_size
-    )
-    print(f"sample-backbone: {len(args.backbone_dir)} backbone(s) -> {out}")
-    if args.loss_curve:
-        print(f"sample-backbone: loss curve -> {plot_loss_curve(args.loss_curve, out.with_name(out.stem + '-loss.png'))}")
-    return 0
+        return tiny_architecture(pretrain_run(params, entry["pretrained"]).tiny)
+    return sd1_architecture()
