@@ -17,6 +17,8 @@ from diffris.errors import ConfigError, DiffrisError
 if TYPE_CHECKING:
     from diffris.models.architecture import Architecture
 
+REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")  # a commit, branch or tag name
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     fetch = sub.add_parser(
@@ -26,7 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch.add_argument("--backbone", required=True, help="a key of params.yaml `backbones`")
     fetch.add_argument("--out", required=True, type=Path, help="folder to write (diffusers layout)")
     fetch.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
-    fetch.add_argument("--revision", help="40-hex commit, for a Hub backbone without a pinned one")
+    fetch.add_argument(
+        "--revision",
+        help="for a Hub backbone: a 40-hex commit, or a branch (e.g. main) resolved once to a commit, which is "
+        "recorded in backbone.json and printed as the params.yaml line that pins it",
+    )
     fetch.add_argument("--pretrained", type=Path, help="for a `pretrained` backbone: the pretrain-backbone output folder")
     fetch.set_defaults(handler=run_fetch_weights, needs_network=_downloads)
 
@@ -55,8 +61,8 @@ def run_fetch_weights(args: argparse.Namespace) -> int:
     from diffris.models.config import backbone_spec
 
     entry = backbone_spec(load_params(args.params), args.backbone)
-    if args.revision and not re.fullmatch(r"[0-9a-f]{40}", args.revision):
-        raise ConfigError(f"--revision: expected a 40-hex commit, got {args.revision!r}")
+    if args.revision and not REVISION.fullmatch(args.revision):
+        raise ConfigError(f"--revision: expected a 40-hex commit or a branch or tag name, got {args.revision!r}")
     if "pretrained" in entry:
         if args.pretrained is None:
             raise ConfigError(
@@ -71,7 +77,16 @@ def run_fetch_weights(args: argparse.Namespace) -> int:
     else:
         out = weights.fetch_hub_backbone(args.backbone, entry, args.out, args.revision)
     print(f"fetch-weights: {args.backbone} -> {out}")
+    commit = weights.read_info(out).get("revision") if "repo_id" in entry else None
+    if commit is not None and commit != entry.get("revision"):
+        print(f"fetch-weights: params.yaml does not pin commit {commit}; to pin it, set in `backbones`:")
+        print(pin_line(args.backbone, entry["repo_id"], commit))
     return 0
+
+
+def pin_line(name: str, repo_id: str, commit: str) -> str:
+    """The params.yaml ``backbones`` line that pins ``name`` to ``commit``."""
+    return f"  {name}: {{repo_id: {repo_id}, revision: {commit}}}"
 
 
 def run_describe(args: argparse.Namespace) -> int:

@@ -44,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def set_hub_mode(online: bool) -> None:
-    """Fix Hugging Face offline mode; huggingface_hub reads it once, at import."""
-    os.environ["HF_HUB_OFFLINE"] = "0" if online else "1"
+    """Fix Hugging Face offline mode; huggingface_hub reads it once, at import. A command that
+    downloads stays offline where the user set ``HF_HUB_OFFLINE=1``: it then reads the local
+    Hugging Face cache."""
+    user_offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    os.environ["HF_HUB_OFFLINE"] = "0" if online and not user_offline else "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 

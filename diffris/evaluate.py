@@ -5,7 +5,8 @@ resolution, compared with the mask that ``prepare`` resized (nearest) to that re
 
 ``evaluate_run`` writes, for ``--out results/.../test.json``:
 
-- ``test.json``: metrics in percent (4 decimals), the run and checkpoint they come from;
+- ``test.json``: metrics in percent (4 decimals), the run and checkpoint they come from (and, for a
+  Hub backbone, its repository and commit);
 - ``test.csv``: one row per sample in split order (index, id, expression, I, U, IoU);
 - ``test-predictions/<index>.png``: predicted masks of a few samples picked by position only
   (evenly spaced over the split), so every run shows the same samples in the qualitative figures.
@@ -158,6 +159,8 @@ def evaluate_run(
     }
     result = evaluate_model(model, dataset, **settings)
     report = _report(config, info, split, len(dataset), shuffle_expressions)
+    if model.backbone.hub is not None:
+        report["backbone"] = model.backbone.hub  # a Hub backbone's repository and resolved commit
     if shuffle_expressions:
         report["unshuffled_metrics"] = result.rounded_metrics()
         swapped = SwappedExpressions(dataset, shuffled_sources(len(dataset), config["seed"]))

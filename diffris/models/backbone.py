@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from diffris.errors import ConfigError, DiffrisError
 from diffris.fileio import sha256sum
 from diffris.models.architecture import CROSS_ATTN_UP, UP, Architecture
-from diffris.models.weights import INFO_FILE, read_info
+from diffris.models.weights import INFO_FILE, hub_record, read_info
 
 
 class FrozenBackbone(nn.Module):
@@ -44,6 +44,7 @@ class FrozenBackbone(nn.Module):
         self._sha256: str | None = None
         self._component_sha256: dict[str, str] = {}
         self.tokenizer_dir: Path | None = None  # set by from_folder; its files are part of text_sha256
+        self.hub: dict | None = None  # set by from_folder for a Hub snapshot: repository and commit
         self.memory_format = torch.contiguous_format  # of the latents; use_fast_paths may switch it
 
     @classmethod
@@ -65,6 +66,7 @@ class FrozenBackbone(nn.Module):
             revision=info["revision"],
         )
         backbone.tokenizer_dir = path / "tokenizer"
+        backbone.hub = hub_record(info)
         return backbone
 
     @classmethod

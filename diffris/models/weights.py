@@ -10,6 +10,7 @@ through the same ``from_pretrained(local_folder)`` calls (``diffris.models.backb
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from diffris.models.config import from_dict
 from diffris.models.tokenizer import write_tokenizer
 
 INFO_FILE = "backbone.json"
+COMMIT = re.compile(r"[0-9a-f]{40}")
 WEIGHT_FILES = {  # preferred first; fp16/EMA variants are never picked
     "unet": ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin"),
     "vae": ("vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin"),
@@ -102,32 +104,91 @@ def select_hub_files(files: list[str]) -> list[str]:
     return chosen
 
 
-def fetch_hub_backbone(name: str, entry: dict, out: Path, revision: str | None = None) -> Path:
-    """Download the needed folders of a Hub repository at its pinned revision."""
-    from huggingface_hub import HfApi, snapshot_download
+@dataclass(frozen=True)
+class HubSnapshot:
+    """A Hub repository at one commit, and the files it holds there."""
 
-    repo_id, revision = entry["repo_id"], revision or entry.get("revision")
-    if not revision:
+    repo_id: str
+    requested: str  # the revision asked for: a commit, or a branch or tag that resolved to `commit`
+    commit: str
+    files: list[str]
+    cached: Path | None = None  # its snapshot folder in the local Hugging Face cache (offline); None: download
+
+
+def resolve_hub_revision(repo_id: str, revision: str) -> HubSnapshot:
+    """Resolve ``revision`` once to a commit and list the files there: on the Hub, or, offline
+    (``HF_HUB_OFFLINE=1``), in the local Hugging Face cache, whose ``refs/<branch>`` names the commit."""
+    from huggingface_hub import HfApi, constants, snapshot_download
+
+    try:
+        if constants.HF_HUB_OFFLINE:
+            folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+            files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+            snapshot = HubSnapshot(repo_id, revision, folder.name, files, folder)
+        else:
+            info = HfApi().model_info(repo_id, revision=revision)
+            snapshot = HubSnapshot(repo_id, revision, info.sha or "", [s.rfilename for s in info.siblings or []])
+    except Exception as err:  # huggingface_hub raises HTTP, OS and offline errors alike
+        where = "in the local Hugging Face cache" if constants.HF_HUB_OFFLINE else "on the Hub"
+        raise FetchError(f"{repo_id}: cannot resolve revision {revision!r} {where} ({type(err).__name__}: {_one_line(err)})") from None
+    if not COMMIT.fullmatch(snapshot.commit):
+        raise FetchError(f"{repo_id}: revision {revision!r} resolved to {snapshot.commit!r}, not a 40-hex commit")
+    return snapshot
+
+
+def download_snapshot(snapshot: HubSnapshot, files: list[str], folder: Path) -> None:
+    """Put ``files`` of the snapshot's commit into ``folder``: downloaded, or copied from the cache."""
+    from huggingface_hub import snapshot_download
+
+    if snapshot.cached is None:
+        snapshot_download(snapshot.repo_id, revision=snapshot.commit, allow_patterns=files, local_dir=folder)
+        return
+    for file in files:
+        (folder / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(snapshot.cached / file, folder / file)
+
+
+def fetch_hub_backbone(name: str, entry: dict, out: Path, revision: str | None = None) -> Path:
+    """Download the needed folders of a Hub repository at its pinned revision, or at ``revision``
+    (a commit, or a branch resolved once to a commit; ``backbone.json`` records both)."""
+    repo_id, requested = entry["repo_id"], revision or entry.get("revision")
+    if not requested:
         raise ConfigError(
-            f"backbones.{name}: no pinned revision for {repo_id}; add its 40-hex commit "
-            f"(huggingface.co/{repo_id}/commits/main) to params.yaml or pass --revision"
+            f"backbones.{name}: no pinned revision for {repo_id}; run `diffris fetch-weights --backbone {name} "
+            "--revision main --out DIR` to resolve the branch to a commit, then pin that commit in params.yaml"
         )
+    snapshot = resolve_hub_revision(repo_id, requested)
+    where = f"{repo_id}@{snapshot.commit}"
 
     def write(tmp: Path) -> None:
         try:
-            files = select_hub_files(HfApi().list_repo_files(repo_id, revision=revision))
-            snapshot_download(repo_id, revision=revision, allow_patterns=files, local_dir=tmp)
+            files = select_hub_files(snapshot.files)
+            download_snapshot(snapshot, files, tmp)
         except FetchError as err:
-            raise FetchError(f"{repo_id}@{revision}: {err}") from None
+            raise FetchError(f"{where}: {err}") from None
         except Exception as err:  # huggingface_hub raises HTTP, OS and offline errors alike
             raise FetchError(
-                f"{repo_id}@{revision}: download failed ({type(err).__name__}: {err}). On a machine "
+                f"{where}: download failed ({type(err).__name__}: {_one_line(err)}). On a machine "
                 f"with Hub access run `diffris fetch-weights --backbone {name} --out DIR` and copy DIR here"
             ) from None
-        digests = {f: sha256sum(tmp / f) for f in files}
-        write_info(tmp, {"name": name, "source": "hub", "repo_id": repo_id, "revision": revision, "files": digests})
+        info = {"name": name, "source": "hub", "repo_id": repo_id, "revision": snapshot.commit}
+        if requested != snapshot.commit:
+            info["requested_revision"] = requested
+        write_info(tmp, {**info, "files": {f: sha256sum(tmp / f) for f in files}})
 
     return atomic_folder(out, write, "fetch-weights")
+
+
+def hub_record(info: dict) -> dict | None:
+    """What results record of a Hub backbone (its ``backbone.json``): repository and commit, and
+    the branch it was resolved from; None for a generated or pretrained backbone."""
+    if info.get("source") != "hub":
+        return None
+    return {key: info[key] for key in ("repo_id", "revision", "requested_revision") if key in info}
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 def write_info(folder: Path, info: dict) -> None:
