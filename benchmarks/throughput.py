@@ -51,9 +51,9 @@ pin_cpu()
 def build(args: argparse.Namespace, experiment: str):
     import torch
 
+    from diffris.backbones import architecture_of
     from diffris.config import load_params, scale_params
     from diffris.models import config_from_params
-    from diffris.backbones import architecture_of
     from diffris.models.backbone import FrozenBackbone
     from diffris.models.model import DiffRIS
 

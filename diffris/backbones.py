@@ -57,31 +57,37 @@ def _downloads(args: argparse.Namespace) -> bool:
 
 def run_fetch_weights(args: argparse.Namespace) -> int:
     from diffris.config import load_params
-    from diffris.models import weights
     from diffris.models.config import backbone_spec
+    from diffris.models.weights import read_info
 
     entry = backbone_spec(load_params(args.params), args.backbone)
     if args.revision and not REVISION.fullmatch(args.revision):
         raise ConfigError(f"--revision: expected a 40-hex commit or a branch or tag name, got {args.revision!r}")
-    if "pretrained" in entry:
-        if args.pretrained is None:
-            raise ConfigError(
-                f"fetch-weights --backbone {args.backbone}: a checkpoint of pretraining run {entry['pretrained']!r};"
-                f" pass --pretrained DIR (the output of `diffris pretrain-backbone --run {entry['pretrained']}`)"
-            )
-        out = weights.copy_pretrained_backbone(args.backbone, entry, args.pretrained, args.out)
-    elif "tiny" in entry:
-        out = weights.write_tiny_backbone(args.backbone, entry, args.out)
-    elif "sd1_random" in entry:
-        out = weights.write_sd1_random_backbone(args.backbone, entry, args.out)
-    else:
-        out = weights.fetch_hub_backbone(args.backbone, entry, args.out, args.revision)
+    out = write_backbone(args.backbone, entry, args.out, args.revision, args.pretrained)
     print(f"fetch-weights: {args.backbone} -> {out}")
-    commit = weights.read_info(out).get("revision") if "repo_id" in entry else None
-    if commit is not None and commit != entry.get("revision"):
+    commit = read_info(out)["revision"]
+    if "repo_id" in entry and commit != entry.get("revision"):
         print(f"fetch-weights: params.yaml does not pin commit {commit}; to pin it, set in `backbones`:")
         print(pin_line(args.backbone, entry["repo_id"], commit))
     return 0
+
+
+def write_backbone(name: str, entry: dict, out: Path, revision: str | None, pretrained: Path | None) -> Path:
+    """The backbone folder of a params.yaml entry: copied, generated or downloaded."""
+    from diffris.models import weights
+
+    if "pretrained" in entry:
+        if pretrained is None:
+            raise ConfigError(
+                f"fetch-weights --backbone {name}: a checkpoint of pretraining run {entry['pretrained']!r};"
+                f" pass --pretrained DIR (the output of `diffris pretrain-backbone --run {entry['pretrained']}`)"
+            )
+        return weights.copy_pretrained_backbone(name, entry, pretrained, out)
+    if "tiny" in entry:
+        return weights.write_tiny_backbone(name, entry, out)
+    if "sd1_random" in entry:
+        return weights.write_sd1_random_backbone(name, entry, out)
+    return weights.fetch_hub_backbone(name, entry, out, revision)
 
 
 def pin_line(name: str, repo_id: str, commit: str) -> str:

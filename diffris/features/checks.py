@@ -24,9 +24,6 @@ class FeatureCacheError(DiffrisError):
     """A feature cache is missing, incomplete or was computed from other weights, data or sizes."""
 
 
-# --- identities ------------------------------------------------------------------------------
-
-
 def data_identity(data: Path, split: str) -> dict:
     """What a split's features depend on: its images and its expressions (the manifest)."""
     folder = Path(data) / split
