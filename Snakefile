@@ -4,7 +4,7 @@
 
 from snakemake.utils import min_version, validate
 
-from diffris.config import check_workflow_config
+from diffris.params_check import check_workflow_config
 
 min_version("9.20")
 

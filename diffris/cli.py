@@ -23,13 +23,14 @@ from diffris.errors import DiffrisError
 
 COMMAND_MODULES = (
     "diffris.data.cli",
-    "diffris.models.cli",
+    "diffris.backbones",
+    "diffris.pretraining.cli",
     "diffris.train_cli",
     "diffris.predict",
     "diffris.launch",
     "diffris.pipeline",
     "diffris.report.cli",
-    "diffris.features",
+    "diffris.features.cli",
     "diffris.plan",
     "diffris.determinism",
 )
@@ -44,8 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def set_hub_mode(online: bool) -> None:
-    """Fix Hugging Face offline mode; huggingface_hub reads it once, at import."""
-    os.environ["HF_HUB_OFFLINE"] = "0" if online else "1"
+    """Fix Hugging Face offline mode; huggingface_hub reads it once, at import. A command that
+    downloads stays offline where the user set ``HF_HUB_OFFLINE=1``: it then reads the local
+    Hugging Face cache."""
+    user_offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    os.environ["HF_HUB_OFFLINE"] = "0" if online and not user_offline else "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 

@@ -8,7 +8,6 @@ e.g. ``scales.mini.image_size``. A key given twice in one mapping is an error, n
 
 from __future__ import annotations
 
-import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -148,27 +147,3 @@ def scale_params(params: dict, scale: str | None = None) -> dict:
         return params["scales"][scale]
     except KeyError:
         raise ConfigError(f"scale {scale!r} is not one of {', '.join(params['scales'])}") from None
-
-
-def check_workflow_config(config: dict, configfiles: list[str]) -> None:
-    """The Snakefile's check, when it is parsed: duplicate keys in its config files, then the
-    cross-references, by the same code as the CLI. Exits with one line naming the key path."""
-    try:
-        for path in configfiles:
-            read_yaml(path)
-        check_references(config, " + ".join(map(str, configfiles)) or "config")
-        check_experiments(config, config["scale"])
-    except ConfigError as err:
-        sys.exit(f"diffris: error: {err}")
-
-
-def check_experiments(params: dict, scale: str) -> None:
-    """Build every experiment's model config at ``scale`` as the CLI does, so that no Snakemake
-    input function meets a config error later (Snakemake would plan around it, not stop)."""
-    from diffris.models.config import config_from_params
-
-    for name in params["experiments"]:
-        try:
-            config_from_params(params, name, scale)
-        except ConfigError as err:
-            raise ConfigError(f"experiments.{name} at scale {scale}: {err}") from None

@@ -5,7 +5,8 @@ resolution, compared with the mask that ``prepare`` resized (nearest) to that re
 
 ``evaluate_run`` writes, for ``--out results/.../test.json``:
 
-- ``test.json``: metrics in percent (4 decimals), the run and checkpoint they come from;
+- ``test.json``: metrics in percent (4 decimals), the run and checkpoint they come from (and, for a
+  Hub backbone, its repository and commit);
 - ``test.csv``: one row per sample in split order (index, id, expression, I, U, IoU);
 - ``test-predictions/<index>.png``: predicted masks of a few samples picked by position only
   (evenly spaced over the split), so every run shows the same samples in the qualitative figures.
@@ -28,9 +29,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from diffris.checkpoint import CheckpointError, load_trainable, load_weights
+from diffris.features.datasets import SwappedExpressions, model_inputs, open_split
 from diffris.fileio import OutputError, check_inputs, write_json
 from diffris.metrics import metrics_from_counts, sample_iou
+from diffris.models.pcmrd import AssignmentMonitor
+from diffris.run_folder import LOG_FILE, check_prepared, load_trained_model, mixed_precision, set_cpu_threads
 
 DECIMALS = 4
 NUM_FIGURES = 4
@@ -94,9 +97,6 @@ def evaluate_model(
 ) -> EvalResult:
     """Run ``model`` over ``dataset`` (prepared pixels or cached features, see
     ``diffris.features``) in order."""
-    from diffris.features import model_inputs
-    from diffris.models.pcmrd import AssignmentMonitor
-
     was_training = model.training
     model.eval()
     result = EvalResult()
@@ -125,20 +125,6 @@ def evaluate_model(
     return result
 
 
-def load_trained_model(run: Path, backbone_dir: Path | None = None) -> tuple[torch.nn.Module, dict, dict]:
-    """The model of a finished run with its selected weights; also its config and weights info."""
-    from diffris.train import MODEL_FILE, build_run_model, load_run_config
-
-    config = load_run_config(run)
-    path = Path(run) / MODEL_FILE
-    if not path.exists():
-        raise CheckpointError(f"{path}: missing; the training of {run} has not finished")
-    model = build_run_model(config["model"], Path(backbone_dir or config["backbone_dir"]))
-    weights, info = load_weights(path, model.backbone_info())
-    load_trainable(model, weights, path)
-    return model, config, info
-
-
 def evaluate_run(
     run: Path,
     split: str,
@@ -154,9 +140,6 @@ def evaluate_run(
 
     With ``features`` (a cache of the run's dataset and backbone) the frozen passes are read from
     it; it is checked first and refused if it does not match."""
-    from diffris.features import SwappedExpressions, open_split
-    from diffris.train import check_prepared, mixed_precision, set_cpu_threads
-
     check_eval_out(Path(out), [run, data, backbone_dir, features])
     model, config, info = load_trained_model(run, backbone_dir)
     train = config["train"]
@@ -176,6 +159,8 @@ def evaluate_run(
     }
     result = evaluate_model(model, dataset, **settings)
     report = _report(config, info, split, len(dataset), shuffle_expressions)
+    if model.backbone.hub is not None:
+        report["backbone"] = model.backbone.hub  # a Hub backbone's repository and resolved commit
     if shuffle_expressions:
         report["unshuffled_metrics"] = result.rounded_metrics()
         swapped = SwappedExpressions(dataset, shuffled_sources(len(dataset), config["seed"]))
@@ -190,8 +175,6 @@ def evaluate_run(
 
 def training_assignment(run: Path) -> list[dict]:
     """The per-epoch PCMRD diagnostics that training logged (``log.jsonl``), oldest first."""
-    from diffris.train import LOG_FILE
-
     path = run / LOG_FILE
     if not path.exists():
         return []

@@ -231,9 +231,9 @@ def run_params(params: dict, scale: str, experiment: str, dataset: str, seed: in
 # (no nested interpolation), so dvc.yaml is generated from params.yaml by `diffris export-dvc`.
 # tests/test_pipeline_sync.py proves it matches both params.yaml and `snakemake -n -p`.
 
-CODE = {"data": "diffris/data", "models": "diffris/models", "report": "diffris/report"}
-TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "checkpoint", "evaluate", "metrics")]
-FEATURES_CODE = "diffris/features.py"
+CODE = {"data": "diffris/data", "models": "diffris/models", "pretraining": "diffris/pretraining", "report": "diffris/report"}
+TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "run_spec", "run_folder", "run_log", "batches", "checkpoint", "evaluate", "metrics")]
+FEATURES_CODE = "diffris/features"
 
 
 def dvc_stages(params: dict, scale: str) -> dict:
@@ -257,7 +257,7 @@ def dvc_stages(params: dict, scale: str) -> dict:
     for run in pretraining_runs(params, scale):
         stages[f"pretrain-{run}"] = {
             "cmd": f"python -m diffris pretrain-backbone --run {run} --out models/pretrained/{run}",
-            "deps": [CODE["models"], CODE["data"]],
+            "deps": [CODE["models"], CODE["data"], CODE["pretraining"]],
             "params": [f"pretraining.{run}", f"backbones.{params['pretraining'][run]['architecture']}"],
             "outs": [f"models/pretrained/{run}"],
         }
@@ -265,7 +265,7 @@ def dvc_stages(params: dict, scale: str) -> dict:
         run = pretrained_from(params, name)
         stages[f"fetch-weights-{name}"] = {
             "cmd": fetch_weights_cmd(params, name),
-            "deps": [*([f"models/pretrained/{run}"] if run else []), CODE["models"]],
+            "deps": [*([f"models/pretrained/{run}"] if run else []), CODE["models"], "diffris/backbones.py"],
             "params": [f"backbones.{name}"],
             "outs": [f"models/backbones/{name}"],
         }

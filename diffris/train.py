@@ -14,38 +14,26 @@ What it guarantees:
 - Only trainable parameters go into the optimiser and the checkpoints; checkpoints record the
   backbone and refuse to load onto another (see ``diffris.checkpoint``).
 
-Run folder::
-
-    config.json        resolved run config (experiment, dataset, seed, model, train budget, backbone)
-    state.pt           resume state (weights, optimiser, scheduler, RNG, counters)
-    log.jsonl          one record per step (loss, lr, samples/s, peak memory) and per epoch (val)
-    best.safetensors   best-on-val weights so far (only with ``select: best-val``)
-    model.safetensors  the weights that evaluation uses, written when training is complete
-    trained.json       written last: the run config's sha256 and the weights' info
-    .diffris-out.json  the marker: this folder is train's (diffris.fileio)
-
-Started with another config than ``config.json``'s, a run trains in ``<out>.partial`` and is
-swapped in when complete, so ``out`` keeps its weights until the new ones exist.
+The run folder it writes (``config.json``, ``state.pt``, ``log.jsonl``, ``model.safetensors``,
+``trained.json`` ...) is described in ``diffris.run_folder``. Started with another config than
+``config.json``'s, a run trains in ``<out>.partial`` and is swapped in when complete, so ``out``
+keeps its weights until the new ones exist.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import resource
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from diffris.batches import BatchLayout, derive_seed, epoch_order
 from diffris.checkpoint import (
-    CheckpointError,
     load_state,
     load_trainable,
     load_weights,
@@ -55,183 +43,35 @@ from diffris.checkpoint import (
     save_weights,
     set_rng_state,
 )
-from diffris.errors import ConfigError, DataError
-from diffris.features import model_inputs
-from diffris.fileio import MARKER, OutputError, check_inputs, foreign_files, owned_by, swap_in, write_json
+from diffris.errors import ConfigError
+from diffris.evaluate import evaluate_model
+from diffris.features.datasets import model_inputs, open_split
+from diffris.fileio import MARKER, check_inputs, swap_in, write_json
 from diffris.models.pcmrd import AssignmentMonitor
+from diffris.run_folder import (
+    BEST_FILE,
+    CONFIG_FILE,
+    DONE_FILE,
+    LOG_FILE,
+    MODEL_FILE,
+    RUN_FILES,
+    STATE_FILE,
+    build_run_model,
+    check_prepared,
+    check_run_folder,
+    config_identity,
+    config_sha256,
+    first_difference,
+    mixed_precision,
+    read_run_config,
+)
+from diffris.run_log import Counters, RunLog, peak_memory_mb
+from diffris.run_spec import RunSpec
 
-SELECT_CHOICES = ("last", "best-val")
 SELECT_METRIC = "oIoU"  # what "best on val" maximises (LAVT/RMSIN keep the best val oIoU)
-CONFIG_FILE, STATE_FILE, LOG_FILE = "config.json", "state.pt", "log.jsonl"
-BEST_FILE, MODEL_FILE, DONE_FILE = "best.safetensors", "model.safetensors", "trained.json"
-RUN_FILES = [CONFIG_FILE, STATE_FILE, LOG_FILE, BEST_FILE, MODEL_FILE, DONE_FILE, ".*.tmp-*"]  # all train writes
-PATH_KEYS = ("data", "backbone_dir", "features")  # may move (or be dropped) between a run and its resumption
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training budget of one scale (``scales.<scale>.train`` in params.yaml)."""
-
-    epochs: int
-    batch_size: int  # global: summed over processes and accumulation steps
-    micro_batch_size: int  # most samples one process puts through one forward
-    lr: float
-    weight_decay: float
-    poly_power: float
-    checkpoint_every_steps: int  # 0: at epoch ends only
-    val_every_epochs: int  # 0: never (then select must be "last")
-    select: str  # "last" | "best-val"
-    eval_batch_size: int
-    num_workers: int
-    mixed_precision: str  # "auto" (bf16 where the GPU supports it, else fp32) | "bf16" | "fp32"
-    cpu_threads: int = 0  # torch CPU threads; 0: torch's default. Results are bit-identical only for equal counts
-    # Fast paths (docs/benchmarks.md): the same maths, other kernels or memory layouts.
-    channels_last: bool = False  # NHWC convolutions in the VAE and UNet (faster on GPUs with tensor cores)
-    gradient_checkpointing: bool = False  # recompute UNet activations in the backward: less memory, more compute
-    compile: bool = False  # torch.compile the UNet (first steps slower; needs a C++ compiler on CPU)
-    prefetch_factor: int = 2  # batches each data-loader worker keeps ready (with num_workers > 0)
-
-    def __post_init__(self) -> None:
-        if self.select not in SELECT_CHOICES:
-            raise ConfigError(f"train.select: {self.select!r} is not one of {SELECT_CHOICES}")
-        if self.select == "best-val" and self.val_every_epochs == 0:
-            raise ConfigError("train.select is best-val but train.val_every_epochs is 0")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything that defines a training run, before the model is built."""
-
-    experiment: str
-    dataset: str
-    scale: str
-    seed: int
-    image_size: int
-    model: dict  # the experiment's model config, JSON-serialisable
-    train: TrainConfig
-    data: Path
-    backbone_dir: Path
-    features: Path | None = None  # a feature cache (diffris.features); None: frozen passes on the fly
-
-    def to_json(self, backbone: dict) -> dict:
-        record = asdict(self)
-        features = None if self.features is None else str(self.features)
-        record.update(data=str(self.data), backbone_dir=str(self.backbone_dir), features=features, backbone=backbone)
-        return json.loads(json.dumps(record))  # as it reads back from config.json
-
-
-@dataclass(frozen=True)
-class BatchLayout:
-    """How one global batch is split over processes and accumulation steps.
-
-    Micro-batch ``k`` of a global batch holds its samples ``[k*micro, (k+1)*micro)``; process
-    ``rank`` runs micro-batches ``a*world + rank`` for ``a`` in ``range(accum)``.
-    """
-
-    global_batch: int
-    world: int
-    micro: int
-
-    @property
-    def accum(self) -> int:
-        return self.global_batch // (self.world * self.micro)
-
-    @classmethod
-    def plan(cls, global_batch: int, micro_batch_size: int, world: int) -> BatchLayout:
-        if global_batch % world:
-            raise ConfigError(f"train.batch_size {global_batch} does not split over {world} processes")
-        per_process = global_batch // world
-        micro = min(micro_batch_size, per_process)
-        if per_process % micro:
-            raise ConfigError(
-                f"train.batch_size {global_batch} over {world} process(es) gives {per_process} "
-                f"per process, not a multiple of train.micro_batch_size {micro_batch_size}"
-            )
-        return cls(global_batch, world, micro)
-
-    def micro_batches(self, batch: list[int], rank: int) -> list[tuple[int, list[int]]]:
-        """(k, sample indices) of the micro-batches that ``rank`` runs for one global batch."""
-        out = []
-        for a in range(self.accum):
-            k = a * self.world + rank
-            out.append((k, batch[k * self.micro : (k + 1) * self.micro]))
-        return out
-
-
-@dataclass
-class Counters:
-    epoch: int = 0  # epochs completed
-    step_in_epoch: int = 0  # optimiser steps done in the epoch under way
-    global_step: int = 0
-    best_score: float | None = None
-    best_epoch: int | None = None
-
-
-@dataclass
-class RunLog:
-    """``log.jsonl``: written by the main process only, cut back to the checkpoint on resume."""
-
-    path: Path
-    enabled: bool
-    epoch_losses: list[float] = field(default_factory=list)
-
-    def resume_from(self, counters: Counters) -> None:
-        if not self.enabled:
-            return
-        kept = [r for r in self._records() if _record_before(r, counters)]
-        self.path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
-        self.epoch_losses = [
-            r["loss"] for r in kept if r["kind"] == "step" and r["epoch"] == counters.epoch + 1
-        ]
-
-    def _records(self) -> list[dict]:
-        """The complete records; a torn tail (a process killed mid-write) is cut off with a note."""
-        if not self.path.exists():
-            return []
-        records = []
-        lines = self.path.read_bytes().decode("utf-8", errors="replace").splitlines()
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict) or "kind" not in record:
-                tqdm.write(f"{self.path}:{lineno}: not a complete record; the log is cut back to line {lineno - 1}")
-                break
-            records.append(record)
-        return records
-
-    def write(self, record: dict) -> None:
-        if record["kind"] == "step":
-            self.epoch_losses.append(record["loss"])
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
-
-    def end_epoch(self) -> float:
-        mean = float(np.mean(self.epoch_losses)) if self.epoch_losses else float("nan")
-        self.epoch_losses = []
-        return mean
-
-
-def _record_before(record: dict, counters: Counters) -> bool:
-    if record["kind"] == "step":
-        return record["step"] <= counters.global_step
-    return record["epoch"] <= counters.epoch
-
-
-# --- seeds -----------------------------------------------------------------------------------
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integer keys (numpy's SeedSequence)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def epoch_order(num_samples: int, seed: int, epoch: int) -> list[int]:
-    return np.random.default_rng([seed, epoch]).permutation(num_samples).tolist()
+# --- seeds, optimiser, schedule -----------------------------------------------------------------
 
 
 def seed_everything(seed: int) -> None:
@@ -243,9 +83,6 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-# --- model, optimiser, schedule ----------------------------------------------------------------
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -268,80 +105,6 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: flo
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-
-def mixed_precision(choice: str) -> str:
-    """accelerate's precision ("bf16" or "no") for train.mixed_precision auto | bf16 | fp32."""
-    if choice == "auto":
-        supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return "bf16" if supported else "no"
-    return "bf16" if choice == "bf16" else "no"
-
-
-def set_cpu_threads(count: int) -> None:
-    """Pin torch's CPU threads (``train.cpu_threads``) so that every tool that runs a job —
-    Snakemake, DVC or a user's shell — computes with the same count and gets the same bits."""
-    if count > 0:
-        torch.set_num_threads(count)
-
-
-def peak_memory_mb() -> float:
-    """Peak GPU memory allocated by torch, or the process's peak resident memory on CPU."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def build_run_model(model_config: dict, backbone_dir: Path) -> torch.nn.Module:
-    """The model of a run config's ``model`` section (as written to config.json)."""
-    from diffris.models import ModelConfig, build_model
-    from diffris.models.config import from_dict
-
-    if not Path(backbone_dir).is_dir():
-        raise DataError(f"{backbone_dir}: no backbone folder; run `diffris fetch-weights` first")
-    return build_model(from_dict(ModelConfig, model_config, "model"), backbone_dir)
-
-
-def check_prepared(data: Path, dataset: str, image_size: int, split: str) -> None:
-    """The prepared folder holds ``split`` of ``dataset`` at ``image_size`` (its summary.json)."""
-    summary = Path(data) / "summary.json"
-    if not summary.exists():
-        raise DataError(f"{summary}: missing; run `diffris prepare` first")
-    prepared = json.loads(summary.read_text())
-    if prepared.get("dataset") != dataset:
-        raise DataError(f"{summary}: holds {prepared.get('dataset')!r}, not {dataset!r}")
-    if split not in prepared.get("splits", {}):
-        raise DataError(f"{summary}: no split {split!r}")
-    if prepared.get("image_size") != image_size:
-        raise DataError(f"{summary}: prepared at {prepared.get('image_size')}px, the run uses {image_size}px")
-
-
-def run_spec_from_params(
-    params: dict,
-    scale: str | None,
-    experiment: str,
-    dataset: str,
-    data: Path,
-    backbone_dir: Path,
-    features: Path | None = None,
-) -> RunSpec:
-    """The run of ``experiment`` on ``dataset`` with the budget of ``scale`` (default: params')."""
-    from diffris.config import scale_params
-    from diffris.models import config_from_params
-
-    scale = scale or params["scale"]
-    settings = scale_params(params, scale)
-    return RunSpec(
-        experiment=experiment,
-        dataset=dataset,
-        scale=scale,
-        seed=params["seed"],
-        image_size=settings["image_size"],
-        model=asdict(config_from_params(params, experiment, scale)),
-        train=TrainConfig(**settings["train"]),
-        data=Path(data),
-        backbone_dir=Path(backbone_dir),
-        features=None if features is None else Path(features),
-    )
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -376,8 +139,6 @@ class Trainer:
         if (self.folder / MODEL_FILE).exists():
             self._print(f"{self.out / MODEL_FILE}: training already complete")
             return self._swap_in()
-        from diffris.features import open_split
-
         self.train_set = open_split(self.spec.data, "train", self.model, self.spec.features)
         self.layout = BatchLayout.plan(
             self.tc.batch_size, self.tc.micro_batch_size, self.accelerator.num_processes
@@ -415,14 +176,14 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         stored = read_run_config(self.out) if (self.out / CONFIG_FILE).exists() else {}
         self._print(
-            f"{self.out}: made with another config ({_first_difference(stored, self.config) or 'no config.json'}); "
+            f"{self.out}: made with another config ({first_difference(stored, self.config) or 'no config.json'}); "
             f"training anew in {partial}, which replaces it when complete"
         )
         return partial
 
     def _same_config(self, folder: Path) -> bool:
         path = folder / CONFIG_FILE
-        return path.exists() and _identity(read_run_config(folder)) == _identity(self.config)
+        return path.exists() and config_identity(read_run_config(folder)) == config_identity(self.config)
 
     def _start(self) -> None:
         """Claim the folder and write config.json: only now that the run has started, so a start
@@ -442,7 +203,7 @@ class Trainer:
         self.folder = self.out
         if self.is_main:
             _, info = read_weights_info(self.out / MODEL_FILE)
-            write_json(self.out / DONE_FILE, {"config_sha256": _config_sha256(self.config), "weights": info})
+            write_json(self.out / DONE_FILE, {"config_sha256": config_sha256(self.config), "weights": info})
         self.accelerator.wait_for_everyone()
         return self.out / MODEL_FILE
 
@@ -583,9 +344,6 @@ class Trainer:
 
     def _validate(self) -> dict:
         """Val metrics (main process); keeps the best weights when selecting on val."""
-        from diffris.evaluate import evaluate_model
-        from diffris.features import open_split
-
         metrics = {}
         if self.is_main:
             val_set = open_split(self.spec.data, "val", self.net, self.spec.features)
@@ -633,60 +391,3 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return self._swap_in()
 
-
-def check_run_folder(folder: Path) -> None:
-    """Refuse a ``--out`` that train may not resume or replace: not a folder, or one that train
-    did not make (no marker), or that holds other files. A run folder from before the marker
-    (a config.json and only run files) is accepted."""
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"--out {folder}: exists and is not a folder")
-    legacy = (folder / CONFIG_FILE).exists() and not (folder / MARKER).exists()
-    if legacy and next(foreign_files(folder, RUN_FILES), None) is None:
-        return
-    if folder.exists():
-        owned_by(folder, "train")
-
-
-def _config_sha256(config: dict) -> str:
-    return hashlib.sha256(json.dumps(_identity(config), sort_keys=True).encode()).hexdigest()
-
-
-def _identity(config: dict) -> dict:
-    """The part of a run config that must not change between a run and its resumption."""
-    return {k: v for k, v in config.items() if k not in PATH_KEYS}
-
-
-def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
-    for key in sorted(set(old) | set(new)):
-        if key in PATH_KEYS and not prefix:
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = _first_difference(a, b, f"{prefix}{key}.")
-            if found:
-                return found
-        elif a != b:
-            return f"{prefix}{key}: {a!r} there, {b!r} now"
-    return ""
-
-
-def load_run_config(run: Path) -> dict:
-    path = Path(run) / CONFIG_FILE
-    if not path.exists():
-        raise CheckpointError(f"{path}: missing; is {run} a training run folder?")
-    return read_run_config(run)
-
-
-def read_run_config(run: Path) -> dict:
-    """A run folder's config.json; a torn or foreign one is named, not a traceback."""
-    path = Path(run) / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(
-            f"{path}: not valid JSON ({err}); expected the run config `diffris train` writes: "
-            "delete the run folder to train it anew"
-        ) from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: expected a JSON object (the run config), found {type(config).__name__}")
-    return config

@@ -62,7 +62,9 @@ def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from diffris.config import load_params
-    from diffris.train import Trainer, run_spec_from_params, set_cpu_threads
+    from diffris.run_folder import set_cpu_threads
+    from diffris.run_spec import run_spec_from_params
+    from diffris.train import Trainer
 
     params = load_params(args.params)
     spec = run_spec_from_params(

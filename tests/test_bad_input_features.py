@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from diffris.features import CACHE_FILE, FeatureCacheError, FeatureSplit, read_cache_info
+from diffris.features.checks import CACHE_FILE, FeatureCacheError, read_cache_info
+from diffris.features.datasets import FeatureSplit
 
 from conftest import run_cli
 from test_features import cache  # noqa: F401  (the session's cache of the shared assets)

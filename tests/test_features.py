@@ -186,8 +186,9 @@ def test_attention_runs_through_pytorch_sdpa(assets):
 
 
 def tiny_model_gradients(channels_last: bool, checkpointing: bool) -> tuple[float, torch.Tensor]:
+    from diffris.backbones import architecture_of
     from diffris.models import config_from_params
-    from diffris.models.backbone import FrozenBackbone, architecture_of
+    from diffris.models.backbone import FrozenBackbone
     from diffris.models.model import DiffRIS
 
     params = load_params()

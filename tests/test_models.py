@@ -15,13 +15,8 @@ from diffris.cli import main as cli_main
 from diffris.config import load_params
 from diffris.errors import ConfigError, FetchError
 from diffris.models import build_model, config_from_params
-from diffris.models.backbone import (
-    FrozenBackbone,
-    fetch_hub_backbone,
-    select_hub_files,
-    state_dict_sha256,
-    write_tiny_backbone,
-)
+from diffris.models.backbone import FrozenBackbone, state_dict_sha256
+from diffris.models.weights import fetch_hub_backbone, select_hub_files, write_tiny_backbone
 from diffris.models.cp_adapter import CPAdapter
 from diffris.models.decoders.deformable import MultiScaleDeformableAttention
 from diffris.models.decoders.rotated_conv import rotation_resampling

@@ -7,7 +7,8 @@ import torch
 
 from diffris.config import load_params
 from diffris.models import config_from_params
-from diffris.models.backbone import FrozenBackbone, sd1_architecture
+from diffris.models.architecture import sd1_architecture
+from diffris.models.backbone import FrozenBackbone
 from diffris.models.model import DiffRIS
 
 SIZE = 512

@@ -116,6 +116,7 @@ def test_three_seeds_give_three_runs_and_evaluations_each():
 
 
 def test_the_seed_option_reaches_the_training_run(monkeypatch, tmp_path):
+    import diffris.run_folder
     import diffris.train
 
     seen = []
@@ -128,7 +129,7 @@ def test_the_seed_option_reaches_the_training_run(monkeypatch, tmp_path):
             return None
 
     monkeypatch.setattr(diffris.train, "Trainer", Recorder)
-    monkeypatch.setattr(diffris.train, "set_cpu_threads", lambda count: None)  # this process keeps its threads
+    monkeypatch.setattr(diffris.run_folder, "set_cpu_threads", lambda count: None)  # this process keeps its threads
     common = ["train", "--experiment", "full", "--dataset", "rrsisd", "--data", str(tmp_path), "--backbone-dir", str(tmp_path),
               "--out", str(tmp_path / "run"), "--scale", "ci"]  # fmt: skip
     assert main([*common, "--seed", "7"]) == 0 and main(common) == 0

@@ -17,8 +17,10 @@ from diffris.data.captions import captioned_scenes, describe_objects
 from diffris.data.scenes import OBJECT_KINDS, SceneObject
 from diffris.errors import ConfigError
 from diffris.models import build_model, config_from_params
-from diffris.models.backbone import FrozenBackbone, copy_pretrained_backbone, read_info, tiny_architecture
-from diffris.models.pretrain import (
+from diffris.models.architecture import tiny_architecture
+from diffris.models.backbone import FrozenBackbone
+from diffris.models.weights import copy_pretrained_backbone, read_info
+from diffris.pretraining.pretrain import (
     LatentData,
     tokenize,
     clip_tokenizer,
@@ -149,7 +151,8 @@ def test_sample_backbone_writes_a_grid_and_the_loss_curve(pretrained, tmp_path):
 
 
 def test_the_paper_scale_random_control_has_sd1s_architecture(params):
-    from diffris.models.backbone import architecture_of, sd1_architecture
+    from diffris.backbones import architecture_of
+    from diffris.models.architecture import sd1_architecture
 
     with torch.device("meta"):
         control = architecture_of(params["backbones"]["sd-random"], "sd-random").instantiate()

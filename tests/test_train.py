@@ -22,7 +22,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from diffris.checkpoint import CheckpointError, load_weights, read_weights_info
-from diffris.train import BatchLayout, derive_seed, epoch_order, mixed_precision
+from diffris.batches import BatchLayout, derive_seed, epoch_order
+from diffris.run_folder import mixed_precision
 from conftest import REPO, run_cli
 
 DATASET, BACKBONE, EXPERIMENT = "refsegrs", "tiny-sd-1-5", "full"

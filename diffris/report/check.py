@@ -26,18 +26,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from diffris.errors import DataError
-from diffris.report.tables import (
-    INTERVALS_SUFFIX,
-    PAPER,
-    SOURCE,
-    TABLE_NAMES,
-    Table,
-    TableSpec,
-    metric_column,
-    parse_table,
-    read_table,
-    table_specs,
-)
+from diffris.report.table_csv import PAPER, SOURCE, Table, metric_column, parse_table, read_table
+from diffris.report.tables import INTERVALS_SUFFIX, TABLE_NAMES, TableSpec, table_specs
 
 SLACK = 0.005  # half a unit of the tables' second decimal
 

@@ -22,15 +22,8 @@ from tabulate import tabulate
 from diffris.config import scale_params
 from diffris.errors import DataError
 from diffris.report.intervals import CONFIDENCE, RESAMPLES
-from diffris.report.tables import (
-    INTERVALS_SUFFIX,
-    PAPER,
-    Table,
-    TableSpec,
-    metric_column,
-    read_table,
-    table_specs,
-)
+from diffris.report.table_csv import PAPER, Table, metric_column, read_table
+from diffris.report.tables import INTERVALS_SUFFIX, TableSpec, table_specs
 
 TITLES = {
     "table1": "Table 1 — comparison with the state of the art",

@@ -29,16 +29,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from diffris.errors import ConfigError, DataError
-from diffris.report.tables import (
-    CONTROL,
-    INTERVALS_SUFFIX,
-    PAPER,
-    REGENERATED,
-    Table,
-    metrics_path,
-    read_table,
-    table_specs,
-)
+from diffris.report.table_csv import PAPER, Table, read_table
+from diffris.report.tables import CONTROL, INTERVALS_SUFFIX, REGENERATED, metrics_path, table_specs
 
 DPI = 120
 FIG8_METRICS = ("mIoU", "oIoU")

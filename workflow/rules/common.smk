@@ -11,7 +11,7 @@ EVALS = pipeline.evaluations(config)
 TABLES = [*config["tables"]]
 FIRST_SEED = config["seed"]  # the qualitative figures show the first seed's predictions
 FIGURES = ["fig5", "fig6", "fig7", "fig8", "assignment"]  # assignment: PCMRD diagnostics (docs/model.md)
-TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "checkpoint", "evaluate", "metrics")]
+TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "run_spec", "run_folder", "run_log", "batches", "checkpoint", "evaluate", "metrics")]
 
 
 def code(*packages):

@@ -17,7 +17,7 @@ def features_input(wildcards):
     rerun its runs in the same pass (Snakemake does not check the params of a job downstream of
     one that reruns, so a text_max_length change would otherwise need a second pass)."""
     cache = pipeline.feature_cache_of(config, wildcards.scale, wildcards.experiment, wildcards.dataset)
-    return [f"{cache.folder(wildcards.scale)}/cache.json", "diffris/features.py"] if cache else []
+    return [f"{cache.folder(wildcards.scale)}/cache.json", *code("features")] if cache else []
 
 
 def features_option(wildcards):
@@ -31,8 +31,7 @@ rule cache_features:
         ancient("data/prepared/{scale}/{dataset}/summary.json"),
         ancient("models/backbones/{backbone}/backbone.json"),
         latent_donor_input,
-        code("models"),
-        "diffris/features.py",
+        code("models", "features"),
     params:
         options=lambda w: pipeline.feature_cache_options(config, w.scale, feature_cache(w)),
         settings=lambda w: config["scales"][w.scale]["features"],

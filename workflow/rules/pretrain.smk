@@ -6,7 +6,7 @@ rule pretrain_backbone:
     output:
         "models/pretrained/{run}/summary.json",
     input:
-        code("models", "data"),
+        code("models", "data", "pretraining"),
     params:
         spec=lambda w: config["pretraining"][w.run],
         start=lambda w: config["backbones"][config["pretraining"][w.run]["architecture"]],

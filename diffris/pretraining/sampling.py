@@ -27,7 +27,7 @@ def sample_images(backbone, captions: list[str], steps: int, guidance: float, se
     """uint8 [N, S, S, 3] images for ``captions`` from a ``FrozenBackbone``."""
     from diffusers import DDIMScheduler
 
-    from diffris.models.pretrain import SD_SCHEDULE
+    from diffris.pretraining.pretrain import SD_SCHEDULE
 
     scheduler = DDIMScheduler(**SD_SCHEDULE, set_alpha_to_one=False)
     scheduler.set_timesteps(steps)

@@ -37,9 +37,10 @@ from torch import Tensor, nn
 
 from diffris.errors import ConfigError
 from diffris.fileio import atomic_folder
-from diffris.models.backbone import TinySpec, _write_info, tiny_architecture, tiny_spec
+from diffris.models.architecture import TinySpec, tiny_architecture, tiny_spec
 from diffris.models.config import from_dict
 from diffris.models.tokenizer import build_vocab, write_tokenizer
+from diffris.models.weights import write_info
 
 SD_SCHEDULE = {  # SD 1.x's scheduler_config.json (v1-5)
     "num_train_timesteps": 1000,
@@ -296,7 +297,7 @@ def pretrain(run: PretrainRun, out: Path) -> Path:
             text_encoder.save_pretrained(folder / "text_encoder")
             noise_scheduler().save_pretrained(folder / "scheduler")
             write_tokenizer(folder / "tokenizer", run.tiny.max_length)
-            _write_info(folder, backbone_info(run, name))
+            write_info(folder, backbone_info(run, name))
             evaluation[name] = {"unet_steps": run.checkpoints[name], **held_out_losses(unet, text_encoder, data, run)}
 
         train_unet(unet, text_encoder, data, run, generator, log, save)
