@@ -124,14 +124,14 @@ def read_image(path: Path) -> np.ndarray:
         raise PredictError(f"{path}: cannot read image ({err})") from None
 
 
-# --- the run: the helpers train and evaluate use, imported only in the next two definitions --
+# --- the run: the run-folder helpers that train and evaluate use, imported lazily (torch) -----
 
 
 def checked_run(run: Path, backbone_dir: Path | None) -> Path:
     """Refuse a run folder that is not a completed training (``trained.json``, written last,
     and the selected weights); returns ``backbone_dir`` or else the backbone folder the run was
     trained with (its ``config.json``), which must be there."""
-    from diffris.train import CONFIG_FILE, DONE_FILE, MODEL_FILE, load_run_config
+    from diffris.run_folder import CONFIG_FILE, DONE_FILE, MODEL_FILE, load_run_config
 
     if not Path(run).is_dir():
         raise PredictError(f"--run {run}: no such folder; expected a run folder of `diffris train`")
@@ -157,8 +157,7 @@ class Predictor:
     def __init__(self, run: Path, backbone_dir: Path):
         import torch
 
-        from diffris.evaluate import load_trained_model
-        from diffris.train import mixed_precision, set_cpu_threads
+        from diffris.run_folder import load_trained_model, mixed_precision, set_cpu_threads
 
         self.model, config, _ = load_trained_model(run, backbone_dir)
         train = config["train"]
@@ -177,7 +176,7 @@ class Predictor:
 
         from diffris.data.dataset import pixel_values
         from diffris.data.prepare import resize_image
-        from diffris.features import model_inputs
+        from diffris.features.datasets import model_inputs
 
         item = {"pixel_values": pixel_values(resize_image(image, self.image_size)), "expression": expression}
         batch = torch.utils.data.default_collate([item])  # a batch of one, as evaluate's loader makes it
