@@ -1,6 +1,8 @@
 # The DiffRIS suite: fetch -> prepare -> pretrain-backbone -> fetch-weights -> train -> evaluate -> report.
 # `snakemake --cores all` builds the configured scale; `--config scale=paper` the paper scale.
 # Wiring only: every job runs `python -m diffris <command>`; the job list comes from params.yaml.
+# Each job writes logs/<scale>/<rule>/<job>.log; pretraining, caches, trainings and evaluations
+# also benchmarks/jobs/<scale>/<rule>/<job>.tsv, gathered by `snakemake costs` (docs/pipeline.md).
 
 from snakemake.utils import min_version, validate
 
@@ -10,6 +12,9 @@ min_version("9.20")
 
 
 configfile: "params.yaml"
+
+
+report: "workflow/report/workflow.rst"  # snakemake --report results/<scale>/report.html (docs/pipeline.md)
 
 
 validate(config, "workflow/schemas/params.schema.yaml")

@@ -16,6 +16,13 @@ Paths::
     runs/<scale>/<experiment>/<dataset>/seed<k>/     train (model.safetensors when complete)
     results/<scale>/metrics/<experiment>/<dataset>/seed<k>/<split>[-shuffled].json   evaluate (+ .csv, -predictions/)
     results/<scale>/{tables,figures,comparison.md}   report (tables/<table>.csv and <table>-intervals.csv)
+    results/<scale>/curves/<experiment>/<dataset>/seed<k>[-steps].csv   report-curves (from each run's log.jsonl)
+
+Snakemake only (DVC has neither ``log:`` nor ``benchmark:``; docs/pipeline.md)::
+
+    logs/<scale>/<rule>/<job>.log                 every job's stdout and stderr (logs/<rule>/<job>.log: no scale)
+    benchmarks/jobs/<scale>/<rule>/<job>.tsv      time and memory of the benchmarked rules (``BENCHMARKED``)
+    benchmarks/results/jobs-<scale>.{csv,md}      report-costs: those gathered into one table (committed)
 """
 
 from __future__ import annotations
@@ -206,6 +213,44 @@ def feature_cache_cmd(params: dict, scale: str, cache: FeatureCache) -> str:
     )
 
 
+# --------------------------------------------------------------------------- logs and benchmarks
+# <job> is the job's wildcards as a path, e.g. full/rrsisd/seed0/test; common.smk builds the same paths.
+
+LOGS, BENCHMARKS = "logs", "benchmarks/jobs"
+SCALE_FREE_RULES = ("pretrain_backbone", "fetch_weights")  # their outputs do not depend on the scale
+BENCHMARKED = ("pretrain_backbone", "cache_features", "train", "evaluate", "evaluate_shuffled")
+
+
+def job_file(root: str, scale: str, rule: str, job: str, suffix: str) -> str:
+    """``<root>/<scale>/<rule>/<job><suffix>`` (``<root>/<rule>/<job><suffix>`` for a scale-free rule)."""
+    return f"{root}/{rule}/{job}{suffix}" if rule in SCALE_FREE_RULES else f"{root}/{scale}/{rule}/{job}{suffix}"
+
+
+def benchmarked_jobs(params: dict, scale: str) -> list[tuple[str, str]]:
+    """(rule, job) of every benchmarked job of ``scale``, in pipeline order."""
+    jobs = [("pretrain_backbone", run) for run in pretraining_runs(params, scale)]
+    jobs += [("cache_features", f"{c.dataset}/{c.backbone}") for c in feature_caches(params, scale)]
+    jobs += [("train", f"{r.experiment}/{r.dataset}/seed{s}") for r in runs(params) for s in seeds(params, scale, r.experiment)]
+    for shuffled in (False, True):
+        jobs += [
+            ("evaluate_shuffled" if shuffled else "evaluate", f"{e.experiment}/{e.dataset}/seed{s}/{e.split}")
+            for e in evaluations(params)
+            if e.shuffled == shuffled
+            for s in seeds(params, scale, e.experiment)
+        ]
+    return jobs
+
+
+def curve_files(params: dict, scale: str) -> list[str]:
+    """``report-curves``' outputs: per run and seed, the per-epoch and the per-step CSV."""
+    return [
+        f"results/{scale}/curves/{r.experiment}/{r.dataset}/seed{s}{kind}.csv"
+        for r in runs(params)
+        for s in seeds(params, scale, r.experiment)
+        for kind in ("", "-steps")
+    ]
+
+
 def datasets(params: dict) -> list[str]:
     return [d for d in DATASETS if any(r.dataset == d for r in runs(params))]
 
@@ -360,7 +405,13 @@ def _report_stages(params: dict, scale: str) -> dict:
         for f in params["figures"].values()
         for kind in ("-predictions", ".json")
     ]
+    trained = [f"{r.folder(scale, s)}/trained.json" for r in runs(params) for s in seeds(params, scale, r.experiment)]
     return {
+        "report-curves": {  # reads log.jsonl beside each trained.json (train writes trained.json last)
+            "cmd": f"python -m diffris report-curves --runs runs/{scale} --scale {scale} --out {results}/curves",
+            "deps": [*trained, CODE["report"]],
+            "outs": [{f"{results}/curves": {"cache": False}}],
+        },
         "report-tables": {
             "cmd": f"python -m diffris report-tables --reference results/reference --metrics {results}/metrics"
             f" --scale {scale} --out {results}/tables --quiet",
@@ -396,7 +447,20 @@ def dvc_yaml(params: dict, scale: str) -> str:
         "# Generated from params.yaml by `diffris export-dvc`; do not edit by hand.\n"
         "# The same jobs and commands as the Snakefile (tests/test_pipeline_sync.py checks both).\n"
     )
-    return header + yaml.safe_dump({"stages": dvc_stages(params, scale)}, sort_keys=False, width=1000)
+    document = {"stages": dvc_stages(params, scale), "plots": dvc_plots(params, scale)}
+    return header + yaml.safe_dump(document, sort_keys=False, width=1000)
+
+
+def dvc_plots(params: dict, scale: str) -> list[dict]:
+    """`dvc plots show`: every run's training loss per step, and train loss and val oIoU/mIoU per epoch."""
+    files = curve_files(params, scale)
+    steps = {f: "loss" for f in files if f.endswith("-steps.csv")}
+    epochs = [f for f in files if not f.endswith("-steps.csv")]
+    return [
+        {"training loss per step": {"x": "step", "y": steps, "template": "linear", "y_label": "loss"}},
+        {"training loss per epoch": {"x": "epoch", "y": {f: "train_loss" for f in epochs}, "template": "linear"}},
+        {"validation per epoch": {"x": "epoch", "y": {f: ["val_oIoU", "val_mIoU"] for f in epochs}, "y_label": "%"}},
+    ]
 
 
 def register(sub) -> None:

@@ -54,6 +54,8 @@ def test_a_changed_experiment_retrains_exactly_its_run_and_keeps_the_old_weights
     (blocker / "notes.txt").write_text("mine")
     failed = snakemake(built)
     assert failed.returncode != 0 and "seed0.partial: exists and was not written by `diffris train`" in failed.stderr
+    log = "logs/ci/train/dec-lmp/rrsisd/seed0.log"  # the failure names its log and shows it (show-failed-logs)
+    assert f"Logfile {log}:" in failed.stderr and "exists and was not written" in (built / log).read_text()
     assert weights(built) == before  # the old weights of the failed run are still there
     shutil.rmtree(blocker)
 

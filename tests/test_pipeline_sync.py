@@ -1,4 +1,12 @@
-"""Snakemake and DVC build the same jobs with the same commands, all derived from params.yaml."""
+"""Snakemake and DVC build the same jobs with the same commands, all derived from params.yaml.
+
+Two differences are by design (docs/pipeline.md), and the tests below state them:
+
+- a Snakemake job's command ends with ``> <log> 2>&1``, its `log:` under logs/ (DVC has no log
+  directive: `dvc repro` streams the same command's output to the terminal);
+- rule ``report_costs`` (target ``costs``) gathers Snakemake's `benchmark:` files into
+  benchmarks/results/jobs-<scale>.csv; DVC has no benchmark files, so it has no such stage.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +28,12 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+SNAKEMAKE_ONLY_RULES = {"report_costs"}
+LOG_REDIRECT = re.compile(r"^(?P<cmd>.*) > (?P<log>logs/\S+\.log) 2>&1$")
+
+
 def snakemake_dry_run(*extra: str) -> list[dict]:
-    """Jobs of `snakemake -n -p --forceall` as {rule, outputs, cmd}."""
+    """Jobs of `snakemake -n -p --forceall` as {rule, outputs, log, benchmark, cmd}; cmd without the redirect to the log."""
     proc = subprocess.run(
         [str(BIN / "snakemake"), "-n", "-p", "--forceall", "--cores", "1", *extra],
         cwd=REPO, capture_output=True, text=True,
@@ -30,12 +42,16 @@ def snakemake_dry_run(*extra: str) -> list[dict]:
     jobs, job = [], None
     for line in proc.stdout.splitlines():
         if m := re.match(r"^(?:local)?rule (\w+):$", line):
-            job = {"rule": m.group(1), "outputs": [], "cmd": None}
+            job = {"rule": m.group(1), "outputs": [], "log": None, "benchmark": None, "cmd": None}
             jobs.append(job)
         elif job and (m := re.match(r"^\s+output: (.*)$", line)):
             job["outputs"] = [o.removesuffix(" (update)") for o in m.group(1).split(", ")]
-        elif job and line.startswith("Shell command: "):
-            job["cmd"] = line[len("Shell command: ") :]
+        elif job and (m := re.match(r"^\s+(log|benchmark): (.*)$", line)):
+            job[m.group(1)] = m.group(2)
+        elif job and line.startswith("Shell command: ") and job["rule"] != "all":
+            redirect = LOG_REDIRECT.match(line[len("Shell command: ") :])
+            assert redirect and redirect["log"] == job["log"], f"{job['rule']}: output not sent to its log: {line}"
+            job["cmd"] = redirect["cmd"]
     return [j for j in jobs if j["rule"] != "all"]
 
 
@@ -143,7 +159,23 @@ def test_committed_dvc_yaml_is_generated_from_params():
     )
 
 
+def test_every_job_writes_its_log_and_the_measured_rules_a_benchmark(smk_jobs):
+    """logs/<scale>/<rule>/<job>.log for every job (logs/<rule>/... without a scale); benchmark files
+    for pretraining, caches, trainings and evaluations, where diffris.pipeline (report-costs) expects them."""
+    params = load_params()
+    scale = params["scale"]
+    assert all(j["log"] and j["log"].startswith(("logs/mini/", "logs/pretrain_backbone/", "logs/fetch_weights/")) for j in smk_jobs)
+    assert len({j["log"] for j in smk_jobs}) == len(smk_jobs)  # one log per job
+    benchmarks = {j["benchmark"] for j in smk_jobs if j["benchmark"]}
+    assert {j["rule"] for j in smk_jobs if j["benchmark"]} == set(pipeline.BENCHMARKED)
+    expected = {pipeline.job_file(pipeline.BENCHMARKS, scale, rule, job, ".tsv") for rule, job in pipeline.benchmarked_jobs(params, scale)}
+    assert benchmarks == expected
+    assert {j["rule"] for j in smk_jobs} & SNAKEMAKE_ONLY_RULES == set()  # not part of `all`: `snakemake costs`
+
+
 def test_dvc_and_snakemake_have_the_same_commands_and_outputs(smk_jobs):
+    """Every job but the Snakemake-only ones (SNAKEMAKE_ONLY_RULES, not in `all`) is a DVC stage
+    with the same command (less the log redirect) and outputs."""
     from dvc.repo import Repo
 
     with Repo(str(REPO)) as repo:

@@ -1,4 +1,5 @@
-"""`diffris report-tables`, `report-figures`, `report-comparison` and `check-results`."""
+"""`diffris report-tables`, `report-figures`, `report-comparison`, `report-curves`, `report-costs`
+and `check-results`."""
 
 from __future__ import annotations
 
@@ -61,6 +62,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     comparison.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
     comparison.set_defaults(handler=run_comparison)
 
+    curves = sub.add_parser(
+        "report-curves",
+        help="every run's training curves as CSV (for `dvc plots`), from its log.jsonl",
+        description="Reads RUNS/<experiment>/<dataset>/seed<k>/log.jsonl of every run and seed of the "
+        "scale and writes OUT/<experiment>/<dataset>/seed<k>-steps.csv (step, epoch, loss, lr) and "
+        "seed<k>.csv (epoch, step, train_loss, val_oIoU, val_mIoU): deterministic fields only.",
+    )
+    curves.add_argument("--runs", required=True, type=Path, help="folder of the scale's runs (runs/<scale>)")
+    curves.add_argument("--out", required=True, type=Path, help="folder to write to (results/<scale>/curves)")
+    curves.add_argument("--scale", help="scale of the runs (default: params.yaml's `scale`)")
+    curves.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
+    curves.set_defaults(handler=run_curves)
+
+    costs = sub.add_parser(
+        "report-costs",
+        help="runtime and memory of every benchmarked job, from Snakemake's benchmark files (CSV + Markdown)",
+        description="Reads BENCHMARKS/<scale>/<rule>/<job>.tsv of every pretraining, feature-cache, "
+        "training and evaluation job of the scale (Snakemake's `benchmark:` files) and writes OUT "
+        "(rule, job, runtime_s, max_rss_mb, cpu_time_s; one row per job and a total) and OUT with "
+        "suffix .md (per rule and in total). A missing benchmark file is an error naming it.",
+    )
+    costs.add_argument("--benchmarks", required=True, type=Path, help="Snakemake's benchmark files (benchmarks/jobs)")
+    costs.add_argument("--out", required=True, type=Path, help="CSV to write (benchmarks/results/jobs-<scale>.csv)")
+    costs.add_argument("--scale", help="scale of the jobs (default: params.yaml's `scale`)")
+    costs.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
+    costs.set_defaults(handler=run_costs)
+
     check = sub.add_parser(
         "check-results",
         help="a rerun against the committed results: is every cell within its committed 95 %% interval?",
@@ -109,6 +137,26 @@ def run_comparison(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     write_comparison(args.tables, params, args.scale or params["scale"], args.out)
     print(f"wrote {args.out}")
+    return 0
+
+
+def run_curves(args: argparse.Namespace) -> int:
+    from diffris.config import load_params
+    from diffris.report.curves import write_curves
+
+    params = load_params(args.params)
+    paths = write_curves(params, args.scale or params["scale"], args.runs, args.out)
+    print(f"wrote {len(paths)} curve files to {args.out}")
+    return 0
+
+
+def run_costs(args: argparse.Namespace) -> int:
+    from diffris.config import load_params
+    from diffris.report.costs import write_costs
+
+    params = load_params(args.params)
+    paths = write_costs(params, args.scale or params["scale"], args.benchmarks, args.out)
+    print(f"wrote {' and '.join(map(str, paths))}")
     return 0
 
 

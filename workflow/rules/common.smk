@@ -1,5 +1,6 @@
-# Helpers shared by the rules: the job lists and the code each step depends on. No logic here
-# beyond naming things: diffris.pipeline derives the lists from params.yaml.
+# Helpers shared by the rules: the job lists, the code each step depends on, the per-job log and
+# benchmark paths. No logic here beyond naming things: diffris.pipeline derives the lists from
+# params.yaml. Every function the rule files call lives here, so they hold rules only (snakemake --lint).
 
 from pathlib import Path
 
@@ -12,11 +13,24 @@ TABLES = [*config["tables"]]
 FIRST_SEED = config["seed"]  # the qualitative figures show the first seed's predictions
 FIGURES = ["fig5", "fig6", "fig7", "fig8", "assignment"]  # assignment: PCMRD diagnostics (docs/model.md)
 TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "run_spec", "run_folder", "run_log", "batches", "checkpoint", "evaluate", "metrics")]
+# The software of every job: a conda env that pip-installs this package with constraints.txt
+# (used with `--sdm conda`, e.g. on GPU nodes; locally the .venv runs the jobs). Relative to workflow/rules/.
+ENV = "../envs/diffris.yaml"
 
 
 def code(*packages):
     """The Python files a step depends on, so a change to a table formatter retrains nothing."""
     return sorted(str(p) for pkg in packages for p in Path("diffris", pkg).rglob("*.py"))
+
+
+def log_of(rule, job):
+    """logs/<scale>/<rule>/<job>.log (logs/<rule>/<job>.log for a scale-free rule); job: wildcards as a path."""
+    return pipeline.job_file(pipeline.LOGS, "{scale}", rule, job, ".log")
+
+
+def benchmark_of(rule, job):
+    """benchmarks/jobs/<scale>/<rule>/<job>.tsv: gathered by `diffris report-costs` (rule costs)."""
+    return pipeline.job_file(pipeline.BENCHMARKS, "{scale}", rule, job, ".tsv")
 
 
 def backbone(wildcards):
@@ -28,10 +42,77 @@ def run_config(wildcards):
     return pipeline.run_params(config, wildcards.scale, wildcards.experiment, wildcards.dataset, int(wildcards.seed))
 
 
+def cpu_threads(wildcards):
+    return config["scales"][wildcards.scale]["train"].get("cpu_threads") or workflow.cores
+
+
 def evaluation_files(wildcards, *suffixes):
     """Every evaluation's files (``.json``, ``.csv``) of every seed at the scale: the report's inputs."""
     scale = wildcards.scale
     return [f"{e.base(scale, seed)}{s}" for e in EVALS for seed in pipeline.seeds(config, scale, e.experiment) for s in suffixes]
+
+
+def trained_files(wildcards):
+    """Every run's trained.json at the scale (written last, after log.jsonl): report-curves' inputs."""
+    return [f"{r.folder(wildcards.scale, s)}/trained.json" for r in RUNS for s in pipeline.seeds(config, wildcards.scale, r.experiment)]
+
+
+# --- data, weights, feature caches
+
+
+def pretraining_input(wildcards):
+    run = pipeline.pretrained_from(config, wildcards.backbone)
+    return [f"models/pretrained/{run}/summary.json"] if run else []
+
+
+def feature_cache(wildcards):
+    return pipeline.FeatureCache(wildcards.dataset, wildcards.backbone)
+
+
+def latent_donor_input(wildcards):
+    """The cache whose latents this one may reuse (same VAE sha256, checked when it runs)."""
+    donor = pipeline.latent_donor(config, wildcards.scale, feature_cache(wildcards))
+    return [f"{donor.folder(wildcards.scale)}/cache.json"] if donor else []
+
+
+def features_input(wildcards):
+    """A run's feature cache, when the scale enables caches. Not ancient: a rebuilt cache must
+    rerun its runs in the same pass (Snakemake does not check the params of a job downstream of
+    one that reruns, so a text_max_length change would otherwise need a second pass)."""
+    cache = pipeline.feature_cache_of(config, wildcards.scale, wildcards.experiment, wildcards.dataset)
+    return [f"{cache.folder(wildcards.scale)}/cache.json", *code("features")] if cache else []
+
+
+def features_option(wildcards):
+    return pipeline.features_option(config, wildcards.scale, wildcards.experiment, wildcards.dataset)
+
+
+# --- evaluation
+
+
+def evaluate_gpus(wildcards):
+    """One GPU where the scale trains on GPUs, so the global `gpu` limit counts evaluations too."""
+    return min(config.get("train_gpus", {}).get(wildcards.scale, 0), 1)
+
+
+# --- report: outputs with their captions for `snakemake --report` (workflow/report/)
+
+
+def reported_tables(scale):
+    """The tables and their intervals, each with its caption, in the report's "Tables" category."""
+    return [report(
+        f"results/{scale}/tables/{table}{kind}.csv",
+        caption=f"../report/{'intervals' if kind else table}.rst",
+        category="Tables",
+        subcategory="intervals" if kind else "cells",
+        labels={"table": table, "content": "intervals" if kind else "cells"},
+    ) for table in TABLES for kind in ("", "-intervals")]  # fmt: skip (a line may not start with `report`)
+
+
+def reported_figures(scale):
+    return [report(
+        f"results/{scale}/figures/{figure}.png", caption=f"../report/{figure}.rst", category="Figures", labels={"figure": figure}
+    ) for figure in FIGURES]  # fmt: skip
 
 
 wildcard_constraints:
@@ -39,9 +120,15 @@ wildcard_constraints:
     split="val|test",
 
 
-REPORT_OUTPUTS = [
-    *expand("results/{scale}/tables/{table}{kind}.csv", scale=SCALE, table=TABLES, kind=("", "-intervals")),
-    *expand("results/{scale}/figures/{figure}.png", scale=SCALE, figure=FIGURES),
-    f"results/{SCALE}/comparison.md",
-    f"results/{SCALE}/ENVIRONMENT.json",
-]
+def final_outputs(scale):
+    """What `all` builds at a scale: tables, figures, comparison, environment, training curves."""
+    return [
+        *expand("results/{scale}/tables/{table}{kind}.csv", scale=scale, table=TABLES, kind=("", "-intervals")),
+        *expand("results/{scale}/figures/{figure}.png", scale=scale, figure=FIGURES),
+        f"results/{scale}/comparison.md",
+        f"results/{scale}/ENVIRONMENT.json",
+        f"results/{scale}/curves",
+    ]
+
+
+REPORT_OUTPUTS = final_outputs(SCALE)

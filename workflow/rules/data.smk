@@ -10,9 +10,13 @@ rule fetch:
         source=lambda w: config["scales"][w.scale]["data_source"],
         synthetic=lambda w: config["scales"][w.scale]["synthetic"],
         seed=config["seed"],
+    log:
+        log_of("fetch", "{dataset}"),
+    conda:
+        ENV
     shell:
         "python -m diffris fetch --dataset {wildcards.dataset} --scale {wildcards.scale}"
-        " --out data/raw/{wildcards.scale}/{wildcards.dataset}"
+        " --out data/raw/{wildcards.scale}/{wildcards.dataset} > {log} 2>&1"
 
 
 rule prepare:
@@ -23,6 +27,10 @@ rule prepare:
         code("data"),
     params:
         image_size=lambda w: pipeline.image_size(config, w.scale),
+    log:
+        log_of("prepare", "{dataset}"),
+    conda:
+        ENV
     shell:
         "python -m diffris prepare --dataset {wildcards.dataset} --raw data/raw/{wildcards.scale}/{wildcards.dataset}"
-        " --out data/prepared/{wildcards.scale}/{wildcards.dataset} --image-size {params.image_size}"
+        " --out data/prepared/{wildcards.scale}/{wildcards.dataset} --image-size {params.image_size} > {log} 2>&1"

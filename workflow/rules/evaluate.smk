@@ -2,15 +2,6 @@
 # shuffled-expression control (a table row with `evaluation: shuffled`) as <split>-shuffled.*.
 
 
-def evaluate_threads(wildcards):
-    return config["scales"][wildcards.scale]["train"].get("cpu_threads") or workflow.cores
-
-
-def evaluate_gpus(wildcards):
-    """One GPU where the scale trains on GPUs, so the global `gpu` limit counts evaluations too."""
-    return min(config.get("train_gpus", {}).get(wildcards.scale, 0), 1)
-
-
 rule evaluate:
     output:
         json="results/{scale}/metrics/{experiment}/{dataset}/seed{seed}/{split}.json",
@@ -27,13 +18,19 @@ rule evaluate:
         features=features_option,
         control="",
         run=run_config,  # the run's config: a changed experiment reruns this job, and so its training if that failed
-    threads: evaluate_threads
+    log:
+        log_of("evaluate", "{experiment}/{dataset}/seed{seed}/{split}"),
+    benchmark:
+        benchmark_of("evaluate", "{experiment}/{dataset}/seed{seed}/{split}")
+    threads: cpu_threads
     resources:
         gpu=evaluate_gpus,
+    conda:
+        ENV
     shell:
         "python -m diffris evaluate --run runs/{wildcards.scale}/{wildcards.experiment}/{wildcards.dataset}/seed{wildcards.seed}"
         " --split {wildcards.split} --data data/prepared/{wildcards.scale}/{wildcards.dataset}"
-        " --backbone-dir models/backbones/{params.backbone}{params.features} --out {output.json}{params.control}"
+        " --backbone-dir models/backbones/{params.backbone}{params.features} --out {output.json}{params.control} > {log} 2>&1"
 
 
 use rule evaluate as evaluate_shuffled with:
@@ -46,3 +43,7 @@ use rule evaluate as evaluate_shuffled with:
         features=features_option,
         control=" --shuffle-expressions",
         run=run_config,
+    log:
+        log_of("evaluate_shuffled", "{experiment}/{dataset}/seed{seed}/{split}"),
+    benchmark:
+        benchmark_of("evaluate_shuffled", "{experiment}/{dataset}/seed{seed}/{split}")

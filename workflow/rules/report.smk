@@ -1,35 +1,44 @@
 # report: the paper's tables beside the regenerated rows (cells: the mean over seeds) with their
-# intervals, the figures, the comparison page.
+# intervals, the figures, the comparison page, every run's training curves; and, Snakemake only,
+# the cost of the jobs (rule costs). report(): shown by `snakemake --report` (workflow/report/).
 
 
 rule report_tables:
     output:
-        expand("results/{{scale}}/tables/{table}{kind}.csv", table=TABLES, kind=("", "-intervals")),
+        reported_tables("{scale}"),
     input:
         lambda w: evaluation_files(w, ".json", ".csv"),
         "results/reference/table1.csv",
         code("report"),
     params:
         tables=config["tables"],
+    log:
+        log_of("report_tables", "tables"),
+    conda:
+        ENV
     shell:
         "python -m diffris report-tables --reference results/reference --metrics results/{wildcards.scale}/metrics"
-        " --scale {wildcards.scale} --out results/{wildcards.scale}/tables --quiet"
+        " --scale {wildcards.scale} --out results/{wildcards.scale}/tables --quiet > {log} 2>&1"
 
 
 rule environment:
     """What the results depend on (CPU kernel pin, versions, threads; no host, no time):
     rewritten with every regeneration of the tables (docs/reproducibility.md)."""
     output:
-        "results/{scale}/ENVIRONMENT.json",
+        report("results/{scale}/ENVIRONMENT.json", caption="../report/environment.rst", category="Comparison"),
     input:
         expand("results/{{scale}}/tables/{table}.csv", table=TABLES),
+    log:
+        log_of("environment", "environment"),
+    conda:
+        ENV
     shell:
-        "python -m diffris environment --scale {wildcards.scale} --out {output}"
+        "python -m diffris environment --scale {wildcards.scale} --out {output} > {log} 2>&1"
 
 
 rule report_figures:
     output:
-        expand("results/{{scale}}/figures/{figure}.png", figure=FIGURES),
+        reported_figures("{scale}"),
     input:
         "results/{scale}/tables/fig8.csv",
         "results/{scale}/tables/fig8-intervals.csv",
@@ -42,17 +51,68 @@ rule report_figures:
         code("report"),
     params:
         figures=config["figures"],
+    log:
+        log_of("report_figures", "figures"),
+    conda:
+        ENV
     shell:
         "python -m diffris report-figures --tables results/{wildcards.scale}/tables --metrics results/{wildcards.scale}/metrics"
-        " --data data/prepared/{wildcards.scale} --out results/{wildcards.scale}/figures"
+        " --data data/prepared/{wildcards.scale} --out results/{wildcards.scale}/figures > {log} 2>&1"
 
 
 rule report_comparison:
     output:
-        "results/{scale}/comparison.md",
+        report("results/{scale}/comparison.md", caption="../report/comparison.rst", category="Comparison"),
     input:
         expand("results/{{scale}}/tables/{table}{kind}.csv", table=TABLES, kind=("", "-intervals")),
         code("report"),
+    log:
+        log_of("report_comparison", "comparison"),
+    conda:
+        ENV
     shell:
         "python -m diffris report-comparison --tables results/{wildcards.scale}/tables --scale {wildcards.scale}"
-        " --out {output}"
+        " --out {output} > {log} 2>&1"
+
+
+rule report_curves:
+    output:
+        directory("results/{scale}/curves"),  # <experiment>/<dataset>/seed<k>[-steps].csv
+    input:
+        trained_files,
+        code("report"),
+    log:
+        log_of("report_curves", "curves"),
+    conda:
+        ENV
+    shell:
+        "python -m diffris report-curves --runs runs/{wildcards.scale} --scale {wildcards.scale}"
+        " --out results/{wildcards.scale}/curves > {log} 2>&1"
+
+
+rule report_costs:
+    """Snakemake only (DVC has no benchmark files): runs after every job of the scale and gathers
+    their benchmark files; not part of `all`, so a tree built by `dvc repro` is not re-measured."""
+    output:
+        csv="benchmarks/results/jobs-{scale}.csv",
+        md="benchmarks/results/jobs-{scale}.md",
+    input:
+        lambda w: final_outputs(w.scale),
+    params:
+        benchmarks=pipeline.BENCHMARKS,
+    log:
+        log_of("report_costs", "costs"),
+    conda:
+        ENV
+    shell:
+        "python -m diffris report-costs --benchmarks {params.benchmarks} --scale {wildcards.scale} --out {output.csv} > {log} 2>&1"
+
+
+localrules:
+    costs,
+
+
+rule costs:
+    """`snakemake costs`: the cost table of the configured scale (after building it)."""
+    input:
+        f"benchmarks/results/jobs-{SCALE}.csv",

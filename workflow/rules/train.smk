@@ -19,12 +19,18 @@ rule train:
         run=run_config,
         backbone=backbone,
         features=features_option,
-    threads: lambda w: config["scales"][w.scale]["train"].get("cpu_threads") or workflow.cores
+    log:
+        log_of("train", "{experiment}/{dataset}/seed{seed}"),
+    benchmark:
+        benchmark_of("train", "{experiment}/{dataset}/seed{seed}")
+    threads: cpu_threads
     resources:
         # one process per GPU (diffris launch); sizes for a cluster: workflow/profiles/slurm
         gpu=lambda w: config.get("train_gpus", {}).get(w.scale, 0),
+    conda:
+        ENV
     shell:
         "python -m diffris launch --gpus {resources.gpu} train --experiment {wildcards.experiment} --dataset {wildcards.dataset}"
         " --seed {wildcards.seed} --scale {wildcards.scale} --data data/prepared/{wildcards.scale}/{wildcards.dataset}"
         " --backbone-dir models/backbones/{params.backbone}{params.features}"
-        " --out runs/{wildcards.scale}/{wildcards.experiment}/{wildcards.dataset}/seed{wildcards.seed}"
+        " --out runs/{wildcards.scale}/{wildcards.experiment}/{wildcards.dataset}/seed{wildcards.seed} > {log} 2>&1"

@@ -2,11 +2,6 @@
 # pretraining run (then the command names its folder: diffris.pipeline.fetch_weights_cmd).
 
 
-def pretraining_input(wildcards):
-    run = pipeline.pretrained_from(config, wildcards.backbone)
-    return [f"models/pretrained/{run}/summary.json"] if run else []
-
-
 rule fetch_weights:
     output:
         "models/backbones/{backbone}/backbone.json",
@@ -17,5 +12,9 @@ rule fetch_weights:
     params:
         spec=lambda w: config["backbones"][w.backbone],
         cmd=lambda w: pipeline.fetch_weights_cmd(config, w.backbone),
+    log:
+        log_of("fetch_weights", "{backbone}"),
+    conda:
+        ENV
     shell:
-        "{params.cmd}"
+        "{params.cmd} > {log} 2>&1"
