@@ -28,7 +28,7 @@ COMMAND_MODULES = (
     "diffris.train_cli",
     "diffris.predict",
     "diffris.launch",
-    "diffris.pipeline",
+    "diffris.dvc_stages",
     "diffris.report.cli",
     "diffris.features.cli",
     "diffris.plan",

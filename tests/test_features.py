@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from diffris import pipeline
+from diffris import dvc_stages, pipeline
 from diffris.config import load_params
 from conftest import run_cli
 from test_train import ENV, TRAIN_BUDGET, Assets, read_log, shared_assets, state_weights, without_timings
@@ -166,7 +166,7 @@ def test_the_pipeline_caches_features_once_per_dataset_and_backbone():
         if not pipeline.config_from_params(params, r.experiment, scale).cp_adapter.enabled
     }
     assert {(c.dataset, c.backbone) for c in taps} == cp_off
-    stages = pipeline.dvc_stages(params, scale)
+    stages = dvc_stages.dvc_stages(params, scale)
     for run in pipeline.runs(params):
         cache = pipeline.feature_cache_of(params, scale, run.experiment, run.dataset)
         stage = stages[f"train-{run.experiment}-{run.dataset}-seed{params['seed']}"]

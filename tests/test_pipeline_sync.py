@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffris import pipeline
+from diffris import dvc_stages, pipeline
 from diffris.cli import main
 from diffris.config import check_references, load_params
 from diffris.errors import ConfigError
@@ -112,7 +112,7 @@ def test_seeded_experiments_get_every_seed_and_the_others_the_first():
     params = load_params()
     params["scales"]["paper"].update(seeds=3, seeded_experiments=["full"])
     assert pipeline.seeds(params, "paper", "full") == [0, 1, 2] and pipeline.seeds(params, "paper", "cp-none") == [0]
-    stages = pipeline.dvc_stages(params, "paper")
+    stages = dvc_stages.dvc_stages(params, "paper")
     assert {n for n in stages if n.startswith("train-full-rrsisd-")} == {f"train-full-rrsisd-seed{k}" for k in range(3)}
     assert {n for n in stages if n.startswith("train-cp-none-rrsisd-")} == {"train-cp-none-rrsisd-seed0"}
     params["scales"]["paper"]["seeded_experiments"] = ["ful"]
@@ -123,7 +123,7 @@ def test_seeded_experiments_get_every_seed_and_the_others_the_first():
 def test_three_seeds_give_three_runs_and_evaluations_each():
     params = load_params()
     params["scales"]["paper"]["seeds"] = 3
-    stages = pipeline.dvc_stages(params, "paper")
+    stages = dvc_stages.dvc_stages(params, "paper")
     folders = sorted(s["outs"][0] for name, s in stages.items() if name.startswith("train-cp-none-rrsisd-"))
     assert folders == [f"runs/paper/cp-none/rrsisd/seed{k}/model.safetensors" for k in (0, 1, 2)]
     evaluate = stages["evaluate-cp-none-rrsisd-seed2-test"]
@@ -154,7 +154,7 @@ def test_the_seed_option_reaches_the_training_run(monkeypatch, tmp_path):
 
 def test_committed_dvc_yaml_is_generated_from_params():
     params = load_params()
-    assert (REPO / "dvc.yaml").read_text() == pipeline.dvc_yaml(params, params["scale"]), (
+    assert (REPO / "dvc.yaml").read_text() == dvc_stages.dvc_yaml(params, params["scale"]), (
         "dvc.yaml is stale: run `python -m diffris export-dvc`"
     )
 

@@ -12,7 +12,7 @@ EVALS = pipeline.evaluations(config)
 TABLES = [*config["tables"]]
 FIRST_SEED = config["seed"]  # the qualitative figures show the first seed's predictions
 FIGURES = ["fig5", "fig6", "fig7", "fig8", "assignment"]  # assignment: PCMRD diagnostics (docs/model.md)
-TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "run_spec", "run_folder", "run_log", "batches", "checkpoint", "evaluate", "metrics")]
+TRAIN_CODE = pipeline.TRAIN_CODE
 # The software of every job: a conda env that pip-installs this package with constraints.txt
 # (used with `--sdm conda`, e.g. on GPU nodes; locally the .venv runs the jobs). Relative to workflow/rules/.
 ENV = "../envs/diffris.yaml"

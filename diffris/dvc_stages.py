@@ -1,0 +1,237 @@
+"""``dvc.yaml``: the pipeline's jobs (``diffris.pipeline``) as DVC stages, and ``diffris export-dvc``.
+
+DVC's templating cannot derive the run list from the tables, nor look a backbone up per scale
+(no nested interpolation), so dvc.yaml is generated from params.yaml. Each stage runs the same
+command as its Snakemake rule (less the rule's log redirection); tests/test_pipeline_sync.py
+proves that it matches both params.yaml and `snakemake -n -p`.
+"""
+
+from __future__ import annotations
+
+from diffris.pipeline import (
+    CODE,
+    FEATURES_CODE,
+    SHUFFLED,
+    TRAIN_CODE,
+    Evaluation,
+    FeatureCache,
+    Run,
+    backbone_of,
+    backbones,
+    curve_files,
+    datasets,
+    evaluations,
+    feature_cache_cmd,
+    feature_cache_of,
+    feature_caches,
+    features_option,
+    fetch_weights_cmd,
+    image_size,
+    latent_donor,
+    pretrained_from,
+    pretraining_runs,
+    runs,
+    seeds,
+)
+
+
+def dvc_stages(params: dict, scale: str) -> dict:
+    """All stages of the configured scale, in pipeline order, as dvc.yaml mappings."""
+    stages: dict[str, dict] = {}
+    for ds in datasets(params):
+        raw, prepared = f"data/raw/{scale}/{ds}", f"data/prepared/{scale}/{ds}"
+        stages[f"fetch-{ds}"] = {
+            "cmd": f"python -m diffris fetch --dataset {ds} --scale {scale} --out {raw}",
+            "deps": [CODE["data"]],
+            "params": ["seed", f"scales.{scale}.data_source", f"scales.{scale}.synthetic", f"datasets.{ds}"],
+            "outs": [{raw: {"persist": True}}],  # a placed real dataset is never deleted
+        }
+        stages[f"prepare-{ds}"] = {
+            "cmd": f"python -m diffris prepare --dataset {ds} --raw {raw} --out {prepared}"
+            f" --image-size {image_size(params, scale)}",
+            "deps": [raw, CODE["data"]],
+            "params": [f"scales.{scale}.image_size"],
+            "outs": [prepared],
+        }
+    for run in pretraining_runs(params, scale):
+        stages[f"pretrain-{run}"] = {
+            "cmd": f"python -m diffris pretrain-backbone --run {run} --out models/pretrained/{run}",
+            "deps": [CODE["models"], CODE["data"], CODE["pretraining"]],
+            "params": [f"pretraining.{run}", f"backbones.{params['pretraining'][run]['architecture']}"],
+            "outs": [f"models/pretrained/{run}"],
+        }
+    for name in backbones(params, scale):
+        run = pretrained_from(params, name)
+        stages[f"fetch-weights-{name}"] = {
+            "cmd": fetch_weights_cmd(params, name),
+            "deps": [*([f"models/pretrained/{run}"] if run else []), CODE["models"], "diffris/backbones.py"],
+            "params": [f"backbones.{name}"],
+            "outs": [f"models/backbones/{name}"],
+        }
+    for cache in feature_caches(params, scale):
+        stages[f"features-{cache.dataset}-{cache.backbone}"] = _feature_stage(params, scale, cache)
+    for run in runs(params):
+        for seed in seeds(params, scale, run.experiment):
+            stages[f"train-{run.experiment}-{run.dataset}-seed{seed}"] = _train_stage(params, scale, run, seed)
+    for ev in evaluations(params):
+        for seed in seeds(params, scale, ev.experiment):
+            name = f"evaluate-{ev.experiment}-{ev.dataset}-seed{seed}-{ev.split}" + (f"-{SHUFFLED}" if ev.shuffled else "")
+            stages[name] = _evaluate_stage(params, scale, ev, seed)
+    stages.update(_report_stages(params, scale))
+    return stages
+
+
+def _train_stage(params: dict, scale: str, run: Run, seed: int) -> dict:
+    folder, backbone = run.folder(scale, seed), backbone_of(params, scale, run.experiment)
+    return {
+        "cmd": f"python -m diffris launch --gpus {params.get('train_gpus', {}).get(scale, 0)}"
+        f" train --experiment {run.experiment} --dataset {run.dataset} --seed {seed}"
+        f" --scale {scale} --data data/prepared/{scale}/{run.dataset}"
+        f" --backbone-dir models/backbones/{backbone}{features_option(params, scale, run.experiment, run.dataset)} --out {folder}",
+        "deps": [
+            f"data/prepared/{scale}/{run.dataset}",
+            f"models/backbones/{backbone}",
+            *_feature_deps(params, scale, run.experiment, run.dataset),
+            CODE["models"],
+            *TRAIN_CODE,
+        ],
+        "params": [
+            "seed",
+            "model",
+            f"experiments.{run.experiment}",
+            f"scales.{scale}.image_size",
+            f"scales.{scale}.model",
+            f"scales.{scale}.backbones",
+            f"scales.{scale}.train",
+        ],
+        "outs": [f"{folder}/model.safetensors", f"{folder}/trained.json"],  # trained.json: written last
+    }
+
+
+def _feature_stage(params: dict, scale: str, cache: FeatureCache) -> dict:
+    donor = latent_donor(params, scale, cache)
+    return {
+        "cmd": feature_cache_cmd(params, scale, cache),
+        "deps": [
+            f"data/prepared/{scale}/{cache.dataset}",
+            f"models/backbones/{cache.backbone}",
+            *([donor.folder(scale)] if donor else []),
+            CODE["models"],
+            FEATURES_CODE,
+        ],
+        "params": [f"scales.{scale}.features"],
+        "outs": [cache.folder(scale)],
+    }
+
+
+def _feature_deps(params: dict, scale: str, experiment: str, dataset: str) -> list[str]:
+    cache = feature_cache_of(params, scale, experiment, dataset)
+    return [cache.folder(scale), FEATURES_CODE] if cache else []
+
+
+def _evaluate_stage(params: dict, scale: str, ev: Evaluation, seed: int) -> dict:
+    run, base = ev.run.folder(scale, seed), ev.base(scale, seed)
+    backbone = backbone_of(params, scale, ev.experiment)
+    return {
+        "cmd": f"python -m diffris evaluate --run {run} --split {ev.split} --data data/prepared/{scale}/{ev.dataset}"
+        f" --backbone-dir models/backbones/{backbone}{features_option(params, scale, ev.experiment, ev.dataset)}"
+        f" --out {base}.json" + (" --shuffle-expressions" if ev.shuffled else ""),
+        "deps": [
+            f"{run}/model.safetensors",
+            f"data/prepared/{scale}/{ev.dataset}",
+            *_feature_deps(params, scale, ev.experiment, ev.dataset),
+            *TRAIN_CODE,
+        ],
+        "metrics": [{f"{base}.json": {"cache": False}}],
+        "outs": [{f"{base}.csv": {"cache": False}}, {f"{base}-predictions": {"cache": False}}],
+    }
+
+
+def _report_stages(params: dict, scale: str) -> dict:
+    results, tables = f"results/{scale}", [*params["tables"]]
+    table_files = [f"{results}/tables/{name}" for t in tables for name in (f"{t}.csv", f"{t}-intervals.csv")]
+    per_sample = [
+        f"{e.base(scale, seed)}{suffix}" for e in evaluations(params) for seed in seeds(params, scale, e.experiment) for suffix in (".json", ".csv")
+    ]
+    first = params["seed"]  # the qualitative figures show the first seed's predictions
+    figure_inputs = [
+        Evaluation(f["experiment"], f["dataset"], f["split"]).base(scale, first) + kind
+        for f in params["figures"].values()
+        for kind in ("-predictions", ".json")
+    ]
+    trained = [f"{r.folder(scale, s)}/trained.json" for r in runs(params) for s in seeds(params, scale, r.experiment)]
+    return {
+        "report-curves": {  # reads log.jsonl beside each trained.json (train writes trained.json last)
+            "cmd": f"python -m diffris report-curves --runs runs/{scale} --scale {scale} --out {results}/curves",
+            "deps": [*trained, CODE["report"]],
+            "outs": [{f"{results}/curves": {"cache": False}}],
+        },
+        "report-tables": {
+            "cmd": f"python -m diffris report-tables --reference results/reference --metrics {results}/metrics"
+            f" --scale {scale} --out {results}/tables --quiet",
+            "deps": [*per_sample, "results/reference", CODE["report"]],
+            "params": ["tables"],
+            "outs": [{path: {"cache": False}} for path in table_files],
+        },
+        "environment": {
+            "cmd": f"python -m diffris environment --scale {scale} --out {results}/ENVIRONMENT.json",
+            "deps": [f"{results}/tables/{t}.csv" for t in tables],
+            "outs": [{f"{results}/ENVIRONMENT.json": {"cache": False}}],
+        },
+        "report-figures": {
+            "cmd": f"python -m diffris report-figures --tables {results}/tables --metrics {results}/metrics"
+            f" --data data/prepared/{scale} --out {results}/figures",
+            "deps": [f"{results}/tables/fig8.csv", f"{results}/tables/fig8-intervals.csv", *figure_inputs, CODE["report"]],
+            "params": ["figures"],
+            "outs": [{f"{results}/figures/{f}.png": {"cache": False}} for f in ("fig5", "fig6", "fig7", "fig8", "assignment")],
+        },
+        "report-comparison": {
+            "cmd": f"python -m diffris report-comparison --tables {results}/tables --scale {scale}"
+            f" --out {results}/comparison.md",
+            "deps": [*table_files, CODE["report"]],
+            "outs": [{f"{results}/comparison.md": {"cache": False}}],
+        },
+    }
+
+
+def dvc_yaml(params: dict, scale: str) -> str:
+    import yaml
+
+    header = (
+        "# Generated from params.yaml by `diffris export-dvc`; do not edit by hand.\n"
+        "# The same jobs and commands as the Snakefile (tests/test_pipeline_sync.py checks both).\n"
+    )
+    document = {"stages": dvc_stages(params, scale), "plots": dvc_plots(params, scale)}
+    return header + yaml.safe_dump(document, sort_keys=False, width=1000)
+
+
+def dvc_plots(params: dict, scale: str) -> list[dict]:
+    """`dvc plots show`: every run's training loss per step, and train loss and val oIoU/mIoU per epoch."""
+    files = curve_files(params, scale)
+    steps = {f: "loss" for f in files if f.endswith("-steps.csv")}
+    epochs = [f for f in files if not f.endswith("-steps.csv")]
+    return [
+        {"training loss per step": {"x": "step", "y": steps, "template": "linear", "y_label": "loss"}},
+        {"training loss per epoch": {"x": "epoch", "y": {f: "train_loss" for f in epochs}, "template": "linear"}},
+        {"validation per epoch": {"x": "epoch", "y": {f: ["val_oIoU", "val_mIoU"] for f in epochs}, "y_label": "%"}},
+    ]
+
+
+def register(sub) -> None:
+    export = sub.add_parser("export-dvc", help="write dvc.yaml: the pipeline's stages for DVC, from params.yaml")
+    export.add_argument("--out", default="dvc.yaml", help="file to write (default: dvc.yaml)")
+    export.add_argument("--params", help="params.yaml (default: the repository's)")
+    export.add_argument("--scale", help="default: params.yaml's `scale`")
+    export.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> int:
+    from pathlib import Path
+
+    from diffris.config import load_params
+
+    params = load_params(args.params)
+    scale = args.scale or params["scale"]
+    Path(args.out).write_text(dvc_yaml(params, scale))
+    print(f"written: {args.out} ({len(dvc_stages(params, scale))} stages, scale {scale})")
+    return 0
