@@ -15,9 +15,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 # The main job: the whole suite of the configured scale (params.yaml `scale`, mini by default):
-# fetch -> prepare -> fetch-weights -> 15 trainings -> evaluations -> tables, figures, comparison.
+# fetch -> prepare -> pretrain -> fetch-weights -> 24 trainings -> evaluations -> tables, figures,
+# comparison, curves; then the cost table of its jobs (benchmarks/results/jobs-<scale>.csv).
 mini: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores all
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores all all costs
 
 test: setup slurm qemu
 	$(PY) -m pytest
