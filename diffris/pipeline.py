@@ -241,14 +241,20 @@ def benchmarked_jobs(params: dict, scale: str) -> list[tuple[str, str]]:
     return jobs
 
 
+def run_curves(curves: str, experiment: str, dataset: str, seed: int) -> tuple[str, str]:
+    """(per-step CSV, per-epoch CSV) of one run and seed under ``curves`` (``report-curves``)."""
+    base = f"{curves}/{experiment}/{dataset}/seed{seed}"
+    return f"{base}-steps.csv", f"{base}.csv"
+
+
 def curve_files(params: dict, scale: str) -> list[str]:
     """``report-curves``' outputs: per run and seed, the per-epoch and the per-step CSV."""
-    return [
-        f"results/{scale}/curves/{r.experiment}/{r.dataset}/seed{s}{kind}.csv"
-        for r in runs(params)
-        for s in seeds(params, scale, r.experiment)
-        for kind in ("", "-steps")
-    ]
+    files = []
+    for r in runs(params):
+        for s in seeds(params, scale, r.experiment):
+            steps, epochs = run_curves(f"results/{scale}/curves", r.experiment, r.dataset, s)
+            files += [epochs, steps]
+    return files
 
 
 def datasets(params: dict) -> list[str]:

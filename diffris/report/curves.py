@@ -79,12 +79,6 @@ def curves(path: Path) -> tuple[str, str]:
     return _csv(STEP_COLUMNS, steps), _csv(EPOCH_COLUMNS, epochs)
 
 
-def curve_files(out: Path, experiment: str, dataset: str, seed: int) -> tuple[Path, Path]:
-    """(per-step file, per-epoch file) of one run and seed under ``out``."""
-    folder = out / experiment / dataset
-    return folder / f"seed{seed}-steps.csv", folder / f"seed{seed}.csv"
-
-
 def write_curves(params: dict, scale: str, runs_dir: Path, out: Path) -> list[Path]:
     """The curves of every run and seed of ``scale`` (params.yaml); returns the files written."""
     from diffris import pipeline
@@ -94,7 +88,8 @@ def write_curves(params: dict, scale: str, runs_dir: Path, out: Path) -> list[Pa
         for seed in pipeline.seeds(params, scale, run.experiment):
             log = runs_dir / run.experiment / run.dataset / f"seed{seed}" / "log.jsonl"
             texts = curves(log)
-            for path, text in zip(curve_files(out, run.experiment, run.dataset, seed), texts):
+            for name, text in zip(pipeline.run_curves(str(out), run.experiment, run.dataset, seed), texts):
+                path = Path(name)
                 atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
                 written.append(path)
     return written
