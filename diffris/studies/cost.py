@@ -34,6 +34,8 @@ architecture, and on a GPU the measured peak of one real training step (forward,
 AdamW step after ``torch.cuda.reset_peak_memory_stats``; ``max_memory_allocated``). On a CPU that
 cell stays empty: the process's peak RSS only grows, so after the first variant it would not be
 the step's own, and it would include the allocator's caching; the accounting stands instead.
+Threads that the machine's other load deschedules stall their siblings: on a shared 2-core machine
+the 64 px variants took 0.1-4.5 s per image with 2 threads against 55-68 ms with 1.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("--warmup", type=int, default=1, help="untimed passes per variant (default: 1)")
     add("--repeats", type=int, default=3, help="timed passes per variant (default: 3)")
     add("--threads", type=int, default=len(os.sched_getaffinity(0)),
-        help="CPU threads for the timed passes (default: all cores)")
+        help="CPU threads for the timed passes (default: all cores; on a machine that others load, use 1)")
     add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to time (default: cuda if there is one)")
     parser.set_defaults(handler=run_measure_cost)
 
