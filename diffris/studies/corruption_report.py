@@ -112,7 +112,7 @@ def folder_conditions(folder: Path) -> list[Condition]:
         raise DataError(f"{folder}: missing; run `diffris evaluate-corrupted`")
     found: list[Condition] = []
     for path in sorted(Path(folder).glob("*.json")):
-        if path.stem == "summary":
+        if path.name.startswith(".") or path.stem == "summary":  # the folder's marker, the summary
             continue
         match = CONDITION_FILE.fullmatch(path.stem)
         if path.stem == CLEAN:

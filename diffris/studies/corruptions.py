@@ -22,6 +22,7 @@ wider blur, a lower quality. Results are rounded and clipped to 0..255.
 from __future__ import annotations
 
 import io
+import math
 import zlib
 from collections.abc import Callable
 
@@ -101,8 +102,7 @@ def blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
     """Optical blur: a separable Gaussian of σ = side × ``BLUR_SIGMA``, borders reflected."""
     sigma = BLUR_SIGMA[severity - 1] * image.shape[0]
     radius = max(1, int(np.ceil(3.0 * sigma)))
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights = np.array([math.exp(-0.5 * (k / sigma) ** 2) for k in range(-radius, radius + 1)])  # libm, not SIMD
     weights /= weights.sum()
     out = image.astype(np.float64)
     for axis in (0, 1):  # rows, then columns
