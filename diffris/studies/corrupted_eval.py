@@ -103,8 +103,12 @@ def evaluate_corrupted(
 def condition_record(corruption: str | None, severity: int | None) -> dict:
     if corruption is None:
         return {"name": "clean"}
-    parameters = corruption_parameters(corruption, severity)
-    return {"name": condition_name(corruption, severity), "corruption": corruption, "severity": severity, "parameters": parameters}
+    return {
+        "name": condition_name(corruption, severity),
+        "corruption": corruption,
+        "severity": severity,
+        "parameters": corruption_parameters(corruption, severity),
+    }
 
 
 def write_evaluation(folder: Path, name: str, report: dict, result: EvalResult) -> None:

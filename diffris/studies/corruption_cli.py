@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffris.studies.corruptions import CORRUPTIONS, SEVERITIES, parse_corruptions, parse_severities
+from diffris.studies.corruptions import (
+    CORRUPTIONS,
+    SEVERITIES,
+    CorruptionError,
+    parse_corruptions,
+    parse_severities,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,13 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report-corruptions",
         help="oIoU/mIoU per corruption and severity with intervals, and the mean corruption error",
         description="Reads evaluate-corrupted folders <anything>/<experiment>/<dataset>/seed<k> and writes "
-        "one CSV line per (experiment, dataset, condition, metric): mean over seeds, seed std, 95 %% "
+        "one CSV line per (experiment, dataset, condition, metric): mean over seeds, seed std, 95 % "
         "bootstrap interval, the paired delta against clean; per (experiment, dataset) the corruption "
         "errors CE and the mCE against BASELINE's run on the same dataset; and a figure of mIoU "
         "against severity.",
     )
     report.add_argument(
-        "--evaluations", required=True, nargs="+", type=Path, help="evaluate-corrupted folders, .../<experiment>/<dataset>/seed<k>"
+        "--evaluations", required=True, nargs="+", type=Path,
+        help="evaluate-corrupted folders, .../<experiment>/<dataset>/seed<k>",  # fmt: skip
     )
     report.add_argument("--baseline", required=True, help="experiment whose corruption errors are 100 (e.g. random)")
     report.add_argument("--out", required=True, type=Path, help="CSV to write")
@@ -51,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     corruptions, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CorruptionError(f"--batch-size: expected a positive number of samples, got {args.batch_size}")
     from tabulate import tabulate
 
     from diffris.studies.corrupted_eval import evaluate_corrupted

@@ -102,7 +102,9 @@ def folder_key(folder: Path) -> tuple[str, str, int]:
     path = absolute(folder)
     match = SEED_FOLDER.fullmatch(path.name)
     if match is None or len(path.parts) < 4:
-        raise DataError(f"{folder}: expected a folder <experiment>/<dataset>/seed<k> written by `diffris evaluate-corrupted`")
+        raise DataError(
+            f"{folder}: expected a folder <experiment>/<dataset>/seed<k> written by `diffris evaluate-corrupted`"
+        )
     return path.parent.parent.name, path.parent.name, int(match.group(1))
 
 
@@ -120,7 +122,9 @@ def folder_conditions(folder: Path) -> list[Condition]:
         elif match and int(match.group(2)) in SEVERITIES:
             found.append((match.group(1), int(match.group(2))))
         else:
-            raise DataError(f"{path}: not an evaluation of `diffris evaluate-corrupted` (clean or <corruption>-<severity>)")
+            raise DataError(
+                f"{path}: not an evaluation of `diffris evaluate-corrupted` (clean or <corruption>-<severity>)"
+            )
     if (None, None) not in found:
         raise DataError(f"{Path(folder) / 'clean.json'}: missing; every folder needs the clean evaluation")
     return sorted(found, key=condition_rank)
@@ -157,7 +161,9 @@ def read_groups(folders: Iterable[Path]) -> dict[tuple[str, str], Group]:
         conditions = folder_conditions(ordered[0])
         for other in ordered[1:]:
             if folder_conditions(other) != conditions:
-                raise DataError(f"{other} and {ordered[0]} hold different conditions; evaluate both with the same options")
+                raise DataError(
+                    f"{other} and {ordered[0]} hold different conditions; evaluate both with the same options"
+                )
         rows = {}
         for condition in conditions:
             read = [read_evaluation(folder, condition) for folder in ordered]
@@ -199,7 +205,10 @@ def cell_line(condition: str, metric: str, cell: CellInterval) -> Line:
     return Line(condition, metric, cell.mean, cell.std, cell.seeds, cell.samples, cell.low, cell.high, cell.delta)
 
 
-def corruption_errors(miou: dict[Condition, np.ndarray | float], base: dict[Condition, np.ndarray | float], corruption: str, severities: list[int]) -> tuple:
+Values = dict[Condition, "np.ndarray | float"]  # mIoU per condition: one value, or one per replicate
+
+
+def corruption_errors(miou: Values, base: Values, corruption: str, severities: list[int]) -> tuple:
     """(CE, relative CE) in percent of one corruption, elementwise over replicates; the relative
     one is NaN where the baseline's drop is not positive."""
     error = sum(100.0 - miou[corruption, s] for s in severities)
@@ -212,10 +221,19 @@ def corruption_errors(miou: dict[Condition, np.ndarray | float], base: dict[Cond
     return 100.0 * error / base_error, 100.0 * drop / safe
 
 
+def all_errors(miou: Values, base: Values, severities: dict[str, list[int]]) -> dict[tuple[str, str], np.ndarray]:
+    """Every corruption's CE and relative CE, then mCE and relative mCE (their means), by (condition, metric)."""
+    errors = {}
+    for corruption, levels in severities.items():
+        ce, relative = corruption_errors(miou, base, corruption, levels)
+        errors[corruption, CE_METRICS[0]], errors[corruption, CE_METRICS[1]] = ce, relative
+    for mce, ce in zip(MCE_METRICS, CE_METRICS, strict=True):
+        errors[ALL, mce] = np.mean([errors[c, ce] for c in severities], axis=0)
+    return errors
+
+
 def error_lines(group: Group, baseline: Group, indices: np.ndarray) -> list[Line]:
     """CE and relative CE per corruption, mCE and relative mCE over them, against ``baseline``."""
-    corruptions = list(dict.fromkeys(c for c, _ in group.corrupted))
-    severities = {c: [s for k, s in group.corrupted if k == c] for c in corruptions}
     missing = [c for c in group.rows if c not in baseline.rows]
     if missing:
         raise DataError(
@@ -223,41 +241,36 @@ def error_lines(group: Group, baseline: Group, indices: np.ndarray) -> list[Line
             "evaluate the baseline under the same conditions"
         )
     check_same_samples([baseline.rows[None, None].samples[0], group.rows[None, None].samples[0]])
-    point = {c: group.mean_miou(c) for c in group.rows}
+    severities = {c: [s for k, s in group.corrupted if k == c] for c in dict.fromkeys(c for c, _ in group.corrupted)}
     base_point = {c: baseline.mean_miou(c) for c in group.rows}
-    replicates = {c: seed_mean_replicates(list(row.samples), indices)["mIoU"] for c, row in group.rows.items()}
-    base_replicates = {c: seed_mean_replicates(list(baseline.rows[c].samples), indices)["mIoU"] for c in group.rows}
-    per_seed = [
-        {c: group.seed_miou(c)[k] for c in group.rows} for k in range(len(group.folders))
-    ]  # each seed against the baseline's seed mean
-    n_seeds, n_samples = len(group.folders), len(group.rows[None, None].samples[0])
-    values, draws, seeds = {}, {}, {}
-    for c in corruptions:
-        values[c] = corruption_errors(point, base_point, c, severities[c])
-        draws[c] = corruption_errors(replicates, base_replicates, c, severities[c])
-        seeds[c] = [corruption_errors(s, base_point, c, severities[c]) for s in per_seed]
-    lines = []
-    for c in corruptions:
-        for i, metric in enumerate(CE_METRICS):
-            lines.append(error_line(c, metric, values[c][i], draws[c][i], [s[i] for s in seeds[c]], n_seeds, n_samples, group is baseline))
-    for i, metric in enumerate(MCE_METRICS):
-        value = np.mean([values[c][i] for c in corruptions])
-        draw = np.mean([draws[c][i] for c in corruptions], axis=0)
-        seed_values = [np.mean([seeds[c][k][i] for c in corruptions]) for k in range(n_seeds)]
-        lines.append(error_line(ALL, metric, value, draw, seed_values, n_seeds, n_samples, group is baseline))
-    return lines
+    values = all_errors({c: group.mean_miou(c) for c in group.rows}, base_point, severities)
+    draws = all_errors(replicate_miou(group, indices), replicate_miou(baseline, indices, group.rows), severities)
+    per_seed = [  # each seed against the baseline's seed mean
+        all_errors({c: group.seed_miou(c)[k] for c in group.rows}, base_point, severities)
+        for k in range(len(group.folders))
+    ]
+    samples = len(group.rows[None, None].samples[0])
+    return [
+        error_line(condition, metric, values[condition, metric], draws[condition, metric],
+                   [seed[condition, metric] for seed in per_seed], samples, group is baseline)  # fmt: skip
+        for condition, metric in values
+    ]
+
+
+def replicate_miou(group: Group, indices: np.ndarray, conditions: Iterable[Condition] | None = None) -> Values:
+    """mIoU of each condition on each bootstrap replicate, averaged over seeds."""
+    return {c: seed_mean_replicates(list(group.rows[c].samples), indices)["mIoU"] for c in conditions or group.rows}
 
 
 def error_line(
-    condition: str, metric: str, value: float, draws: np.ndarray, seed_values: list[float], seeds: int, samples: int, is_baseline: bool
+    condition: str, metric: str, value, draws: np.ndarray, seed_values: list, samples: int, is_baseline: bool
 ) -> Line:
-    """A corruption error's line; its delta is against the baseline's 100."""
-    value = float(value)
+    """A corruption error's line; its delta is against the baseline's 100 (none for the baseline)."""
+    seeds, value = len(seed_values), float(value)
     if np.isnan(value):
         return Line(condition, metric, None, None, seeds, samples, None, None)
     low, high = (None, None) if np.any(np.isnan(draws)) else percentile_interval(draws)
-    finite = [float(v) for v in seed_values if not np.isnan(v)]
-    std = seed_std(finite) if len(finite) == len(seed_values) else None
+    std = None if np.any(np.isnan(seed_values)) else seed_std([float(v) for v in seed_values])
     delta = None if is_baseline or low is None else Delta(value - 100.0, low - 100.0, high - 100.0)
     return Line(condition, metric, value, std, seeds, samples, low, high, delta)
 

@@ -7,13 +7,22 @@ Each corruption takes a prepared image as the network sees it (RGB uint8 ``[S, S
 image on every run and every machine. Sizes are relative to the image side ``S``, so a corruption
 looks the same at the mini scale (64 px) and the paper scale (512 px). Pure numpy (JPEG: PIL).
 
-| corruption | model | severity 1 | 2 | 3 |
-|---|---|---|---|---|
-| ``haze`` | I = J·t + A·(1 − t), airlight A = (232, 236, 240); t varies ±0.05 over a smooth field | t = 0.70 | 0.50 | 0.30 |
-| ``clouds`` | a 5-octave value-noise field, the top ``coverage`` share of pixels turned to cloud (A = 245 grey, alpha ramps from 0 to 1 over 0.08 of the field's range) | coverage 0.20 | 0.40 | 0.60 |
-| ``noise`` | i.i.d. Gaussian noise per pixel and band, σ in grey levels | σ = 8 | 16 | 32 |
-| ``blur`` | Gaussian blur (separable, reflected borders), σ relative to the side S | σ = S/128 | S/64 | S/32 |
-| ``jpeg`` | PIL JPEG round trip, 4:2:0 chroma subsampling | quality 25 | 15 | 7 |
+=========  ==========================================  ==============  ======  ======
+name       model                                       severity 1      2       3
+=========  ==========================================  ==============  ======  ======
+haze       I = J·t + A·(1 − t); airlight A = (232,      t = 0.70        0.50    0.30
+           236, 240); t varies by ±0.05 over a
+           smooth field
+clouds     the top ``coverage`` share of a 5-octave     coverage 0.20   0.40    0.60
+           value-noise field turns to cloud (grey
+           245; alpha 0 → 1 over 0.08 of the field's
+           range, ½ at the threshold)
+noise      i.i.d. Gaussian per pixel and band           σ = 8 grey      16      32
+           (sensor noise)                               levels
+blur       separable Gaussian, reflected borders;       σ = S/128       S/64    S/32
+           σ relative to the image side S
+jpeg       PIL JPEG round trip, 4:2:0 subsampling       quality 25      15      7
+=========  ==========================================  ==============  ======  ======
 
 Every severity is stronger than the one below it: a lower transmission, more cloud, more noise, a
 wider blur, a lower quality. Results are rounded and clipped to 0..255.
@@ -45,7 +54,7 @@ JPEG_QUALITY = (25, 15, 7)
 
 
 class CorruptionError(DiffrisError):
-    """An unknown corruption or a severity it does not define."""
+    """A bad option of the adverse-conditions study: an unknown corruption, a severity out of range."""
 
 
 def rng_for(name: str, severity: int, index: int) -> np.random.Generator:
@@ -163,7 +172,8 @@ def check_condition(name: str, severity: int) -> None:
     if name not in CORRUPTIONS:
         raise CorruptionError(f"unknown corruption {name!r}; expected one of {', '.join(CORRUPTIONS)}")
     if severity not in SEVERITIES:
-        raise CorruptionError(f"severity {severity} of {name!r} is out of range; expected one of {', '.join(map(str, SEVERITIES))}")
+        expected = ", ".join(map(str, SEVERITIES))
+        raise CorruptionError(f"severity {severity} of {name!r} is out of range; expected one of {expected}")
 
 
 def condition_name(name: str | None, severity: int | None) -> str:
