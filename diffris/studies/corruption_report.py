@@ -87,11 +87,11 @@ class Group:
     def corrupted(self) -> list[Condition]:
         return [c for c in self.rows if c[0] is not None]
 
-    def mean_miou(self, condition: Condition) -> float:
-        return float(np.mean([m["mIoU"] for m in self.rows[condition].metrics]))
-
     def seed_miou(self, condition: Condition) -> list[float]:
         return [m["mIoU"] for m in self.rows[condition].metrics]
+
+    def mean_miou(self, condition: Condition) -> float:
+        return float(np.mean(self.seed_miou(condition)))
 
 
 # --- reading ---------------------------------------------------------------------------------
