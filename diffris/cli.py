@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "diffris.launch",
     "diffris.dvc_stages",
     "diffris.report.cli",
+    "diffris.studies.variants",
     "diffris.features.cli",
     "diffris.plan",
     "diffris.determinism",
