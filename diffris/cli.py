@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "diffris.features.cli",
     "diffris.plan",
     "diffris.determinism",
+    "diffris.studies.touching",
 )
 
 
