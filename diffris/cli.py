@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "diffris.plan",
     "diffris.determinism",
     "diffris.studies.touching",
+    "diffris.studies.touching_report",
 )
 
 

@@ -16,7 +16,8 @@ from diffris.data.dataset import PreparedSplit
 from diffris.data.readers import read_raw
 from diffris.metrics import metrics_from_counts
 from diffris.run_folder import check_prepared
-from diffris.studies.touching import BINS, BINS_FILE, RAW_DIR, TOUCHING_COLUMNS, generate_scenes, make_touching
+from diffris.studies.touching import BINS, BINS_FILE, RAW_DIR, generate_scenes, make_touching
+from diffris.studies.touching_report import TOUCHING_COLUMNS
 
 PER_BIN, SIZE, RAW_SIZE, SEED = 2, 64, 128, 3
 
