@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "diffris.features.cli",
     "diffris.plan",
     "diffris.determinism",
+    "diffris.studies.attention",
 )
 
 
