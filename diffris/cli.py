@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "diffris.determinism",
     "diffris.studies.touching",
     "diffris.studies.touching_report",
+    "diffris.studies.attention",
 )
 
 
