@@ -25,11 +25,10 @@ from diffris.features.datasets import model_inputs
 from diffris.models.weights import write_tiny_backbone
 from diffris.run_folder import CONFIG_FILE, MODEL_FILE, build_run_model, load_trained_model
 from diffris.run_spec import run_spec_from_params
-from diffris.studies.attention import (
-    CSV_HEADER,
+from diffris.studies.attention import CSV_HEADER, layers_at
+from diffris.studies.attention_capture import (
     AttentionStudyError,
     CrossAttention,
-    layers_at,
     head_noun,
     record_assignments,
     record_cross_attention,
