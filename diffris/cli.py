@@ -30,9 +30,13 @@ COMMAND_MODULES = (
     "diffris.launch",
     "diffris.dvc_stages",
     "diffris.report.cli",
+    "diffris.studies.variants",
     "diffris.features.cli",
     "diffris.plan",
     "diffris.determinism",
+    "diffris.studies.touching",
+    "diffris.studies.touching_report",
+    "diffris.studies.attention",
     "diffris.studies.corruption_cli",
 )
 
