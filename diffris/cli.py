@@ -33,6 +33,11 @@ COMMAND_MODULES = (
     "diffris.features.cli",
     "diffris.plan",
     "diffris.determinism",
+    "diffris.studies.variants",
+    "diffris.studies.touching",
+    "diffris.studies.touching_report",
+    "diffris.studies.attention",
+    "diffris.studies.corruption_cli",
     "diffris.studies.cost",
 )
 

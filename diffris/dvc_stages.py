@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from diffris.pipeline import (
     CODE,
+    STUDIES_CODE,
     FEATURES_CODE,
     SHUFFLED,
     TRAIN_CODE,
@@ -194,15 +195,105 @@ def _report_stages(params: dict, scale: str) -> dict:
     }
 
 
+def study_stages(params: dict, scale: str) -> dict:
+    """The studies' stages (``studies/dvc.yaml``, run from the repository root: ``wdir: ..``):
+    the runs and evaluations no table has, then each study's own jobs (diffris.studies.plan)."""
+    from diffris.studies import plan
+
+    stages: dict[str, dict] = {}
+    for run in plan.new_runs(params, scale):
+        for seed in seeds(params, scale, run.experiment):
+            stages[f"train-{run.experiment}-{run.dataset}-seed{seed}"] = _train_stage(params, scale, run, seed)
+    tables = set(evaluations(params))
+    for ev in plan.study_evaluations(params, scale):
+        if ev not in tables:
+            for seed in seeds(params, scale, ev.experiment):
+                stages[f"evaluate-{ev.experiment}-{ev.dataset}-seed{seed}-{ev.split}"] = _evaluate_stage(params, scale, ev, seed)
+    studies, out = plan.study_settings(params, scale), f"results/{scale}/studies"
+    for name in plan.VARIANT_STUDIES:
+        if name in studies:
+            inputs = [
+                f"{Evaluation(plan.trained_as(params, scale, e), ds, split).base(scale, s)}{suffix}"
+                for e in dict.fromkeys([studies[name]["reference"], *(r["experiment"] for r in studies[name]["rows"])])
+                for ds, split in plan.variant_evaluations(studies[name])
+                for s in seeds(params, scale, plan.trained_as(params, scale, e))
+                for suffix in (".json", ".csv")
+            ]
+            stages[f"study-{name}"] = _study_report(plan.report_study_cmd(scale, name), sorted(set(inputs)), out, name, [f"studies.{name}"])
+    if "touching" in studies:
+        data = plan.touching_data(scale)
+        stages["touching-data"] = {
+            "cmd": plan.touching_data_cmd(params, scale),
+            "deps": [CODE["data"], STUDIES_CODE],
+            "params": ["studies.touching", f"scales.{scale}.image_size", f"scales.{scale}.synthetic"],
+            "outs": [data],
+        }
+        evaluated = []
+        for group in plan.touching_runs(params, scale).values():
+            for run in group:
+                base = plan.touching_base(scale, run)
+                stages[f"touching-{run.experiment}-seed{run.seed}"] = {
+                    "cmd": plan.touching_evaluate_cmd(params, scale, run),
+                    "deps": [f"{run.folder(scale)}/model.safetensors", data, *TRAIN_CODE],
+                    "metrics": [{f"{base}.json": {"cache": False}}],
+                    "outs": [{f"{base}.csv": {"cache": False}}, {f"{base}-predictions": {"cache": False}}],
+                }
+                evaluated.append(f"{base}.csv")
+        stages["study-touching"] = _study_report(plan.touching_report_cmd(params, scale), [*evaluated, data], out, "touching")
+    if "corruptions" in studies:
+        folders = []
+        for run in plan.corruption_runs(params, scale):
+            folders.append(plan.corruption_folder(scale, run))
+            stages[f"corrupted-{run.experiment}-{run.dataset}-seed{run.seed}"] = {
+                "cmd": plan.corruption_cmd(params, scale, run),
+                "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, STUDIES_CODE],
+                "outs": [{folders[-1]: {"cache": False}}],
+            }
+        stages["study-corruptions"] = _study_report(plan.corruption_report_cmd(params, scale), folders, out, "corruptions")
+    if "cost" in studies:
+        for arch in studies["cost"]["architectures"]:
+            stages[f"study-cost-{arch}"] = {
+                "cmd": plan.cost_cmd(params, scale, arch),
+                "deps": [CODE["models"], STUDIES_CODE],
+                "params": ["studies.cost", "model", "experiments"],
+                "outs": [{f"{out}/cost-{arch}{suffix}": {"cache": False}} for suffix in (".csv", ".png")],
+            }
+    for figure in studies.get("attention", {}).get("figures", []):
+        run = plan.attention_source(params, scale, figure)
+        stages[f"study-attention-{figure}"] = {
+            "cmd": plan.attention_cmd(params, scale, figure),
+            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", STUDIES_CODE],
+            "outs": [{f"{out}/attention-{figure}{suffix}": {"cache": False}} for suffix in (".csv", ".png")],
+        }
+    return {name: {**stage, "wdir": ".."} for name, stage in stages.items()}
+
+
+def _study_report(cmd: str, inputs: list[str], out: str, name: str, params: list[str] | None = None) -> dict:
+    stage = {"cmd": cmd, "deps": [*inputs, CODE["report"], STUDIES_CODE]}
+    if params:
+        stage["params"] = params
+    stage["outs"] = [{f"{out}/{name}{suffix}": {"cache": False}} for suffix in (".csv", ".png")]
+    return stage
+
+
+HEADER = (
+    "# Generated from params.yaml by `diffris export-dvc`; do not edit by hand.\n"
+    "# The same jobs and commands as the Snakefile (tests/test_pipeline_sync.py checks both).\n"
+)
+
+
 def dvc_yaml(params: dict, scale: str) -> str:
     import yaml
 
-    header = (
-        "# Generated from params.yaml by `diffris export-dvc`; do not edit by hand.\n"
-        "# The same jobs and commands as the Snakefile (tests/test_pipeline_sync.py checks both).\n"
-    )
     document = {"stages": dvc_stages(params, scale), "plots": dvc_plots(params, scale)}
-    return header + yaml.safe_dump(document, sort_keys=False, width=1000)
+    return HEADER + yaml.safe_dump(document, sort_keys=False, width=1000)
+
+
+def studies_dvc_yaml(params: dict, scale: str) -> str:
+    """``studies/dvc.yaml``: `dvc repro studies/dvc.yaml` builds the studies as `snakemake studies` does."""
+    import yaml
+
+    return HEADER + yaml.safe_dump({"stages": study_stages(params, scale)}, sort_keys=False, width=1000)
 
 
 def dvc_plots(params: dict, scale: str) -> list[dict]:
@@ -218,8 +309,9 @@ def dvc_plots(params: dict, scale: str) -> list[dict]:
 
 
 def register(sub) -> None:
-    export = sub.add_parser("export-dvc", help="write dvc.yaml: the pipeline's stages for DVC, from params.yaml")
+    export = sub.add_parser("export-dvc", help="write dvc.yaml and studies/dvc.yaml: the pipeline's stages for DVC, from params.yaml")
     export.add_argument("--out", default="dvc.yaml", help="file to write (default: dvc.yaml)")
+    export.add_argument("--studies-out", default="studies/dvc.yaml", help="the studies' stages (default: studies/dvc.yaml)")
     export.add_argument("--params", help="params.yaml (default: the repository's)")
     export.add_argument("--scale", help="default: params.yaml's `scale`")
     export.set_defaults(handler=_run_export)
@@ -234,4 +326,7 @@ def _run_export(args) -> int:
     scale = args.scale or params["scale"]
     Path(args.out).write_text(dvc_yaml(params, scale))
     print(f"written: {args.out} ({len(dvc_stages(params, scale))} stages, scale {scale})")
+    Path(args.studies_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.studies_out).write_text(studies_dvc_yaml(params, scale))
+    print(f"written: {args.studies_out} ({len(study_stages(params, scale))} stages, scale {scale})")
     return 0

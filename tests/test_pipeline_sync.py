@@ -29,6 +29,7 @@ BIN = Path(sys.executable).parent
 
 
 SNAKEMAKE_ONLY_RULES = {"report_costs"}
+TARGET_RULES = ("all", "studies")  # rules that only name outputs
 LOG_REDIRECT = re.compile(r"^(?P<cmd>.*) > (?P<log>logs/\S+\.log) 2>&1$")
 
 
@@ -48,11 +49,11 @@ def snakemake_dry_run(*extra: str) -> list[dict]:
             job["outputs"] = [o.removesuffix(" (update)") for o in m.group(1).split(", ")]
         elif job and (m := re.match(r"^\s+(log|benchmark): (.*)$", line)):
             job[m.group(1)] = m.group(2)
-        elif job and line.startswith("Shell command: ") and job["rule"] != "all":
+        elif job and line.startswith("Shell command: ") and job["rule"] not in TARGET_RULES:
             redirect = LOG_REDIRECT.match(line[len("Shell command: ") :])
             assert redirect and redirect["log"] == job["log"], f"{job['rule']}: output not sent to its log: {line}"
             job["cmd"] = redirect["cmd"]
-    return [j for j in jobs if j["rule"] != "all"]
+    return [j for j in jobs if j["rule"] not in TARGET_RULES]
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,9 @@ def test_committed_dvc_yaml_is_generated_from_params():
     assert (REPO / "dvc.yaml").read_text() == dvc_stages.dvc_yaml(params, params["scale"]), (
         "dvc.yaml is stale: run `python -m diffris export-dvc`"
     )
+    assert (REPO / "studies" / "dvc.yaml").read_text() == dvc_stages.studies_dvc_yaml(params, params["scale"]), (
+        "studies/dvc.yaml is stale: run `python -m diffris export-dvc`"
+    )
 
 
 def test_every_job_writes_its_log_and_the_measured_rules_a_benchmark(smk_jobs):
@@ -173,14 +177,17 @@ def test_every_job_writes_its_log_and_the_measured_rules_a_benchmark(smk_jobs):
     assert {j["rule"] for j in smk_jobs} & SNAKEMAKE_ONLY_RULES == set()  # not part of `all`: `snakemake costs`
 
 
-def test_dvc_and_snakemake_have_the_same_commands_and_outputs(smk_jobs):
-    """Every job but the Snakemake-only ones (SNAKEMAKE_ONLY_RULES, not in `all`) is a DVC stage
-    with the same command (less the log redirect) and outputs."""
+def test_dvc_and_snakemake_have_the_same_commands_and_outputs():
+    """Every job of `all` and `studies` but the Snakemake-only ones (SNAKEMAKE_ONLY_RULES, in
+    neither) is a stage of dvc.yaml or studies/dvc.yaml with the same command (less the log
+    redirect) and outputs; the studies' stages run from the repository root."""
     from dvc.repo import Repo
 
     with Repo(str(REPO)) as repo:
         dvc = {stage.cmd: [str(o.def_path) for o in stage.outs] for stage in repo.index.stages}
-    smk = {job["cmd"]: job["outputs"] for job in smk_jobs}
+        wdirs = {stage.path_in_repo: stage.wdir for stage in repo.index.stages}
+    assert {Path(w).resolve() for w in wdirs.values()} == {REPO.resolve()}
+    smk = {job["cmd"]: job["outputs"] for job in snakemake_dry_run("all", "studies")}
     assert set(smk) == set(dvc)
     for cmd, outputs in smk.items():
         for out in outputs:  # a Snakemake output is a DVC out or a file inside one

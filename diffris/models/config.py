@@ -50,7 +50,8 @@ class PCMRDConfig:
     num_queries: int  # M
     query_dim: int  # C_q
     mlp_ratio: float
-    tau_init: float  # learnable temperature of the Gumbel normalised attention
+    tau_init: float  # initial temperature of the Gumbel normalised attention
+    tau_learnable: bool  # false: tau stays at tau_init (the temperature study, docs/studies.md)
     tau_min: float
     assign_norm: Literal["none", "layer", "centred"]  # before Eq. 16 (docs/model.md): as printed; LayerNorm of
     # tokens and pixels (GroupViT); or the pixels centred on their image's mean first, then LayerNorm
@@ -82,6 +83,7 @@ class CAMDConfig:
 @dataclass(frozen=True)
 class LossConfig:
     class_weights: tuple[float, float]  # background, foreground
+    ce_weight: float  # weight of the weighted cross-entropy (0: Dice alone)
     dice_weight: float
 
 
@@ -229,5 +231,7 @@ def check_consistency(config: ModelConfig) -> None:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
     if not 0 < p.tau_min <= p.tau_init:
         raise ConfigError(f"pcmrd: need 0 < tau_min <= tau_init, got {p.tau_min} and {p.tau_init}")
+    if config.loss.ce_weight == 0 and config.loss.dice_weight == 0:
+        raise ConfigError("loss: ce_weight and dice_weight are both 0; the model would learn nothing")
     if config.timestep < 0:
         raise ConfigError(f"timestep: must be >= 0, got {config.timestep}")

@@ -1,4 +1,4 @@
-"""Two-class weighted cross-entropy (LAVT/VPD/CARIS, weights [0.9, 1.1]) plus an optional Dice term."""
+"""Two-class weighted cross-entropy (LAVT/VPD/CARIS, weights [0.9, 1.1]) and a Dice term, each with a weight."""
 
 from __future__ import annotations
 
@@ -24,13 +24,16 @@ class SegmentationLoss(nn.Module):
     def __init__(self, config: LossConfig):
         super().__init__()
         self.register_buffer("class_weights", torch.tensor(config.class_weights), persistent=False)
+        self.ce_weight = config.ce_weight
         self.dice_weight = config.dice_weight
 
     def forward(self, logits: Tensor, masks: Tensor) -> Tensor:
         """logits [B, 2, h, w], upsampled bilinearly to the masks' size; masks bool [B, H, W]."""
         logits = resize(logits.float(), masks.shape[-2:])
         target = masks.long()
-        loss = F.cross_entropy(logits, target, weight=self.class_weights.to(logits.device))
+        loss = logits.new_zeros(())
+        if self.ce_weight:
+            loss = loss + self.ce_weight * F.cross_entropy(logits, target, weight=self.class_weights.to(logits.device))
         if self.dice_weight:
             loss = loss + self.dice_weight * dice_loss(logits, target)
         return loss

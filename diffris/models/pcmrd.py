@@ -105,7 +105,7 @@ class OAQIL(nn.Module):
         self.text_attention = QueryTextAttention(dim, text_dim)
         self.project_tokens = nn.Linear(dim, dim)  # W_t
         self.project_pixels = nn.Conv2d(visual_dim, dim, 1)  # W_d
-        self.log_tau = nn.Parameter(torch.tensor(math.log(config.tau_init)))
+        self.log_tau = nn.Parameter(torch.tensor(math.log(config.tau_init)), requires_grad=config.tau_learnable)
         # Before Eq. 16 (docs/model.md): pixel embeddings of post-ReLU maps share one direction, so
         # one token wins nearly every pixel; "centred" removes each image's mean pixel embedding,
         # then GroupViT's LayerNorms of tokens and pixels (Fig. 4's normalisation layers) follow.

@@ -1,2 +1,2 @@
-"""Studies beyond the paper's tables: each module measures one question about the suite's models
-and registers the sub-command that writes its results (``diffris.cli.COMMAND_MODULES``)."""
+"""Studies beyond the paper's tables: each module builds its own test data from the synthetic
+scenes, and reports on trained runs from the per-sample CSVs that ``diffris evaluate`` writes."""

@@ -5,6 +5,8 @@
 from pathlib import Path
 
 from diffris import pipeline
+from diffris.studies import plan as study_plan
+from diffris.studies.plan import study_settings
 
 SCALE = config["scale"]
 RUNS = pipeline.runs(config)
@@ -118,6 +120,7 @@ def reported_figures(scale):
 wildcard_constraints:
     seed=r"\d+",
     split="val|test",
+    dataset="rrsisd|refsegrs|risbench",  # not rrsisd-touching: that split has its own rule (studies.smk)
 
 
 def final_outputs(scale):
@@ -132,3 +135,35 @@ def final_outputs(scale):
 
 
 REPORT_OUTPUTS = final_outputs(SCALE)
+
+
+# --- studies (workflow/rules/studies.smk)
+
+STUDY_OUTPUTS = study_plan.study_outputs(config, SCALE)
+
+
+def study_evaluation_files(wildcards, study):
+    """The plain evaluations (JSON and per-sample CSV, every seed) a rows-of-experiments study reads."""
+    settings = study_settings(config, wildcards.scale)[study]
+    experiments = [study_plan.trained_as(config, wildcards.scale, e) for e in [settings["reference"], *(r["experiment"] for r in settings["rows"])]]
+    return [
+        f"{pipeline.Evaluation(e, ds, split).base(wildcards.scale, seed)}{suffix}"
+        for e in dict.fromkeys(experiments)
+        for ds, split in study_plan.variant_evaluations(settings)
+        for seed in pipeline.seeds(config, wildcards.scale, e)
+        for suffix in (".json", ".csv")
+    ]
+
+
+def study_run(wildcards, dataset):
+    return study_plan.StudyRun(wildcards.experiment, dataset, int(wildcards.seed))
+
+
+def attention_inputs(wildcards):
+    """The run a qualitative figure shows (first seed), its prepared split and backbone."""
+    run = study_plan.attention_source(config, wildcards.scale, wildcards.figure)
+    return [
+        f"{run.folder(wildcards.scale)}/model.safetensors",
+        f"{run.folder(wildcards.scale)}/trained.json",
+        ancient(f"data/prepared/{wildcards.scale}/{run.dataset}/summary.json"),
+    ]
