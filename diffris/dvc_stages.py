@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from diffris.pipeline import (
     CODE,
-    STUDIES_CODE,
     FEATURES_CODE,
     SHUFFLED,
     TRAIN_CODE,
@@ -219,12 +218,13 @@ def study_stages(params: dict, scale: str) -> dict:
                 for s in seeds(params, scale, plan.trained_as(params, scale, e))
                 for suffix in (".json", ".csv")
             ]
-            stages[f"study-{name}"] = _study_report(plan.report_study_cmd(scale, name), sorted(set(inputs)), out, name, [f"studies.{name}"])
+            cmd = plan.report_study_cmd(scale, name)
+            stages[f"study-{name}"] = _study_report(cmd, sorted(set(inputs)), out, name, plan.STUDY_CODE["variants"], [f"studies.{name}"])
     if "touching" in studies:
         data = plan.touching_data(scale)
         stages["touching-data"] = {
             "cmd": plan.touching_data_cmd(params, scale),
-            "deps": [CODE["data"], STUDIES_CODE],
+            "deps": [CODE["data"], *plan.STUDY_CODE["touching_data"]],
             "params": ["studies.touching", f"scales.{scale}.image_size", f"scales.{scale}.synthetic"],
             "outs": [data],
         }
@@ -239,37 +239,41 @@ def study_stages(params: dict, scale: str) -> dict:
                     "outs": [{f"{base}.csv": {"cache": False}}, {f"{base}-predictions": {"cache": False}}],
                 }
                 evaluated.append(f"{base}.csv")
-        stages["study-touching"] = _study_report(plan.touching_report_cmd(params, scale), [*evaluated, data], out, "touching")
+        cmd = plan.touching_report_cmd(params, scale)
+        stages["study-touching"] = _study_report(cmd, [*evaluated, data], out, "touching", plan.STUDY_CODE["touching_report"])
     if "corruptions" in studies:
         folders = []
         for run in plan.corruption_runs(params, scale):
             folders.append(plan.corruption_folder(scale, run))
             stages[f"corrupted-{run.experiment}-{run.dataset}-seed{run.seed}"] = {
                 "cmd": plan.corruption_cmd(params, scale, run),
-                "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, STUDIES_CODE],
+                "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, *plan.STUDY_CODE["corrupted"]],
                 "outs": [{folders[-1]: {"cache": False}}],
             }
-        stages["study-corruptions"] = _study_report(plan.corruption_report_cmd(params, scale), folders, out, "corruptions")
+        cmd = plan.corruption_report_cmd(params, scale)
+        stages["study-corruptions"] = _study_report(cmd, folders, out, "corruptions", plan.STUDY_CODE["corruption_report"])
     if "cost" in studies:
         for arch in studies["cost"]["architectures"]:
             stages[f"study-cost-{arch}"] = {
                 "cmd": plan.cost_cmd(params, scale, arch),
-                "deps": [CODE["models"], STUDIES_CODE],
-                "params": ["studies.cost", "model", "experiments"],
+                "deps": [CODE["models"], *plan.STUDY_CODE["cost"]],
+                "params": ["studies.cost", "model", "experiments", "scales"],
                 "outs": [{f"{out}/cost-{arch}{suffix}": {"cache": False}} for suffix in (".csv", ".png")],
             }
+            if plan.cost_timed(params, scale, arch):
+                stages[f"study-cost-{arch}"]["outs"].append({plan.cost_timings(scale, arch): {"cache": False}})
     for figure in studies.get("attention", {}).get("figures", []):
         run = plan.attention_source(params, scale, figure)
         stages[f"study-attention-{figure}"] = {
             "cmd": plan.attention_cmd(params, scale, figure),
-            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", STUDIES_CODE],
+            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, *plan.STUDY_CODE["attention"]],
             "outs": [{f"{out}/attention-{figure}{suffix}": {"cache": False}} for suffix in (".csv", ".png")],
         }
     return {name: {**stage, "wdir": ".."} for name, stage in stages.items()}
 
 
-def _study_report(cmd: str, inputs: list[str], out: str, name: str, params: list[str] | None = None) -> dict:
-    stage = {"cmd": cmd, "deps": [*inputs, CODE["report"], STUDIES_CODE]}
+def _study_report(cmd: str, inputs: list[str], out: str, name: str, code: list[str], params: list[str] | None = None) -> dict:
+    stage = {"cmd": cmd, "deps": [*inputs, CODE["report"], *code]}
     if params:
         stage["params"] = params
     stage["outs"] = [{f"{out}/{name}{suffix}": {"cache": False}} for suffix in (".csv", ".png")]

@@ -282,4 +282,3 @@ def run_params(params: dict, scale: str, experiment: str, dataset: str, seed: in
 CODE = {"data": "diffris/data", "models": "diffris/models", "pretraining": "diffris/pretraining", "report": "diffris/report"}
 TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "run_spec", "run_folder", "run_log", "batches", "checkpoint", "evaluate", "metrics")]
 FEATURES_CODE = "diffris/features"
-STUDIES_CODE = "diffris/studies"

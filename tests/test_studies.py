@@ -56,7 +56,7 @@ def test_fixed_temperature_is_not_trained_and_learnable_is():
         config = config_from_params(params, experiment, "mini")
         layer = OAQIL(config.pcmrd, text_dim=32, visual_dim=32)
         assert layer.log_tau.requires_grad is trainable
-        assert float(layer.tau) == pytest.approx(0.5)
+        assert float(layer.tau.detach()) == pytest.approx(0.5)
 
 
 def test_the_loss_weights_select_cross_entropy_dice_or_both():

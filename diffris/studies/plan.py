@@ -27,6 +27,18 @@ from diffris.pipeline import Evaluation, Run, runs, seeds
 VARIANT_STUDIES = ("gumbel-tau", "loss", "order")  # rows of experiments: diffris.studies.variants
 STUDY_NAMES = (*VARIANT_STUDIES, "touching", "corruptions", "cost", "attention")
 TOUCHING_DATA = "rrsisd-touching"  # data/prepared/<scale>/<this>: the touching-objects test split
+# The modules each kind of study job runs (Snakemake inputs, DVC deps): a change to one study's
+# report reruns nothing else. (A job's command, which this plan writes, is tracked by both tools.)
+_CODE = {
+    "variants": ["variants"],
+    "touching_data": ["touching"],
+    "touching_report": ["touching_report"],
+    "corrupted": ["corruptions", "corrupted_eval", "corruption_cli"],
+    "corruption_report": ["corruption_report", "corruption_cli"],
+    "cost": ["cost", "cost_build"],
+    "attention": ["attention", "attention_capture"],
+}
+STUDY_CODE = {job: [f"diffris/studies/{m}.py" for m in modules] for job, modules in _CODE.items()}
 
 
 def study_settings(params: dict, scale: str) -> dict[str, dict]:
@@ -225,12 +237,19 @@ def cost_timings(scale: str, architecture: str) -> str:
     return f"benchmarks/results/studies-cost-{scale}-{architecture}.csv"
 
 
+def cost_timed(params: dict, scale: str, architecture: str) -> bool:
+    return architecture in study_settings(params, scale)["cost"]["timing"]
+
+
 def cost_cmd(params: dict, scale: str, architecture: str) -> str:
+    """Counts always; latency (with the scale's training threads) where ``timing`` names the architecture."""
     study, out = study_settings(params, scale)["cost"], f"results/{scale}/studies/cost-{architecture}"
-    timing = f" --timings {cost_timings(scale, architecture)}" if study["timing"] else " --no-timing"
+    timing = f" --timings {cost_timings(scale, architecture)}" if cost_timed(params, scale, architecture) else " --no-timing"
+    threads = scale_params(params, scale)["train"].get("cpu_threads")
     return (
         f"python -m diffris measure-cost --scale {scale} --architecture {architecture}"
         f" --experiments {','.join(study['experiments'])} --out {out}.csv --figure {out}.png{timing}"
+        + (f" --threads {threads}" if threads and cost_timed(params, scale, architecture) else "")
     )
 
 

@@ -140,6 +140,9 @@ REPORT_OUTPUTS = final_outputs(SCALE)
 # --- studies (workflow/rules/studies.smk)
 
 STUDY_OUTPUTS = study_plan.study_outputs(config, SCALE)
+_COST = study_settings(config, SCALE).get("cost", {})
+TIMED_COST = "|".join(a for a in _COST.get("architectures", []) if a in _COST.get("timing", [])) or "(?!)"  # (?!): matches nothing
+UNTIMED_COST = "|".join(a for a in _COST.get("architectures", []) if a not in _COST.get("timing", [])) or "(?!)"  # (?!): matches nothing
 
 
 def study_evaluation_files(wildcards, study):

@@ -16,7 +16,8 @@ rule report_study:
         png=report("results/{scale}/studies/{study}.png", category="Studies", labels={"study": "{study}", "file": "figure"}),
     input:
         lambda w: study_evaluation_files(w, w.study),
-        code("report", "studies"),
+        code("report"),
+        study_plan.STUDY_CODE["variants"],
     params:
         settings=lambda w: study_settings(config, w.scale)[w.study],
         cmd=lambda w: study_plan.report_study_cmd(w.scale, w.study),
@@ -36,7 +37,8 @@ rule touching_data:
         "data/prepared/{scale}/rrsisd-touching/summary.json",
         "data/prepared/{scale}/rrsisd-touching/bins.csv",
     input:
-        code("data", "studies"),
+        code("data"),
+        study_plan.STUDY_CODE["touching_data"],
     params:
         cmd=lambda w: study_plan.touching_data_cmd(config, w.scale),
     log:
@@ -75,7 +77,8 @@ rule report_touching:
     input:
         lambda w: [f"{study_plan.touching_base(w.scale, r)}.csv" for g in study_plan.touching_runs(config, w.scale).values() for r in g],
         "data/prepared/{scale}/rrsisd-touching/bins.csv",
-        code("report", "studies"),
+        code("report"),
+        study_plan.STUDY_CODE["touching_report"],
     params:
         cmd=lambda w: study_plan.touching_report_cmd(config, w.scale),
     log:
@@ -95,7 +98,7 @@ rule evaluate_corrupted:
         "runs/{scale}/{experiment}/{dataset}/seed{seed}/trained.json",
         ancient("data/prepared/{scale}/{dataset}/summary.json"),
         TRAIN_CODE,
-        code("studies"),
+        study_plan.STUDY_CODE["corrupted"],
     params:
         settings=lambda w: {k: v for k, v in study_settings(config, w.scale)["corruptions"].items() if k in ("corruptions", "severities")},
         cmd=lambda w: study_plan.corruption_cmd(config, w.scale, study_run(w, w.dataset)),
@@ -116,7 +119,8 @@ rule report_corruptions:
         png=report("results/{scale}/studies/corruptions.png", category="Studies", labels={"study": "corruptions", "file": "figure"}),
     input:
         lambda w: [study_plan.corruption_folder(w.scale, r) for r in study_plan.corruption_runs(config, w.scale)],
-        code("report", "studies"),
+        code("report"),
+        study_plan.STUDY_CODE["corruption_report"],
     params:
         cmd=lambda w: study_plan.corruption_report_cmd(config, w.scale),
     log:
@@ -128,25 +132,37 @@ rule report_corruptions:
 
 
 rule measure_cost:
-    """Parameters, FLOPs, training memory and latency of every variant; alone on the machine,
-    so that the latencies are not shared with other jobs."""
+    """Parameters, FLOPs and training memory of every variant (results/), counted on the meta
+    device; measure_cost_timed adds the latency (benchmarks/results/) where `timing` asks."""
     output:
         csv=report("results/{scale}/studies/cost-{architecture}.csv", category="Studies", labels={"study": "cost", "file": "{architecture}"}),
         png=report("results/{scale}/studies/cost-{architecture}.png", category="Studies", labels={"study": "cost", "file": "{architecture} figure"}),
     input:
-        code("models", "studies"),
+        code("models"),
+        study_plan.STUDY_CODE["cost"],
     params:
         settings=lambda w: study_settings(config, w.scale)["cost"],
         cmd=lambda w: study_plan.cost_cmd(config, w.scale, w.architecture),
     wildcard_constraints:
-        architecture="scale|paper",
+        architecture=UNTIMED_COST,
     log:
         log_of("measure_cost", "{architecture}"),
-    threads: workflow.cores
     conda:
         ENV
     shell:
         "{params.cmd} > {log} 2>&1"
+
+
+use rule measure_cost as measure_cost_timed with:
+    output:
+        csv=report("results/{scale}/studies/cost-{architecture}.csv", category="Studies", labels={"study": "cost", "file": "{architecture}"}),
+        png=report("results/{scale}/studies/cost-{architecture}.png", category="Studies", labels={"study": "cost", "file": "{architecture} figure"}),
+        timings="benchmarks/results/studies-cost-{scale}-{architecture}.csv",
+    wildcard_constraints:
+        architecture=TIMED_COST,
+    log:
+        log_of("measure_cost_timed", "{architecture}"),
+    threads: workflow.cores  # alone on the machine: other jobs would slow the timed passes
 
 
 rule attention_maps:
@@ -155,7 +171,8 @@ rule attention_maps:
         png=report("results/{scale}/studies/attention-{figure}.png", category="Studies", labels={"study": "attention", "file": "{figure} figure"}),
     input:
         lambda w: attention_inputs(w),
-        code("studies"),
+        TRAIN_CODE,
+        study_plan.STUDY_CODE["attention"],
     params:
         cmd=lambda w: study_plan.attention_cmd(config, w.scale, w.figure),
     wildcard_constraints:
