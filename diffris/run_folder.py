@@ -100,12 +100,12 @@ def read_run_config(run: Path) -> dict:
 
 def build_run_model(model_config: dict, backbone_dir: Path) -> torch.nn.Module:
     """The model of a run config's ``model`` section (as written to config.json)."""
-    from diffris.models import ModelConfig, build_model
-    from diffris.models.config import from_dict
+    from diffris.models import build_model
+    from diffris.models.config import saved_model_config
 
     if not Path(backbone_dir).is_dir():
         raise DataError(f"{backbone_dir}: no backbone folder; run `diffris fetch-weights` first")
-    return build_model(from_dict(ModelConfig, model_config, "model"), backbone_dir)
+    return build_model(saved_model_config(model_config), backbone_dir)
 
 
 def check_prepared(data: Path, dataset: str, image_size: int, split: str) -> None:

@@ -143,3 +143,14 @@ def test_report_study_writes_the_csv_and_figure_and_names_a_missing_evaluation(s
 
     with pytest.raises(DataError, match=r"tau-0\.5/rrsisd/seed0/test\.json: missing"):
         study_table(params, SCALE, "gumbel-tau", metrics)
+
+
+def test_a_run_saved_before_the_study_options_loads_with_the_behaviour_it_was_trained_with():
+    from dataclasses import asdict
+
+    from diffris.models.config import saved_model_config
+
+    config = config_from_params(load_params(), "full", "mini")
+    saved = asdict(config)
+    del saved["pcmrd"]["tau_learnable"], saved["loss"]["ce_weight"]  # a config.json written before they existed
+    assert saved_model_config(saved) == config

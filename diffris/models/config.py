@@ -129,6 +129,20 @@ def config_from_params(params: dict, experiment: str, scale: str | None = None) 
     return config
 
 
+# Keys added to `model` after run folders were first written, with the value that gives the
+# behaviour those runs were trained with: a saved config without them still loads.
+ADDED_KEYS = {("pcmrd", "tau_learnable"): True, ("loss", "ce_weight"): 1.0}
+
+
+def saved_model_config(model: dict, where: str = "model") -> ModelConfig:
+    """The ModelConfig of a run's saved ``model`` section (config.json), older ones included."""
+    model = copy.deepcopy(model)
+    for (section, key), value in ADDED_KEYS.items():
+        if isinstance(model.get(section), dict):
+            model[section].setdefault(key, value)
+    return from_dict(ModelConfig, model, where)
+
+
 def resolve_backbone(params: dict, scale: str, sd_version: str) -> str:
     """The concrete backbone that ``scale`` uses for the release ``sd_version``."""
     mapping = scale_params(params, scale).get("backbones") or {}
