@@ -315,7 +315,7 @@ def dvc_plots(params: dict, scale: str) -> list[dict]:
 def register(sub) -> None:
     export = sub.add_parser("export-dvc", help="write dvc.yaml and studies/dvc.yaml: the pipeline's stages for DVC, from params.yaml")
     export.add_argument("--out", default="dvc.yaml", help="file to write (default: dvc.yaml)")
-    export.add_argument("--studies-out", default="studies/dvc.yaml", help="the studies' stages (default: studies/dvc.yaml)")
+    export.add_argument("--studies-out", help="the studies' stages (default: studies/dvc.yaml beside --out)")
     export.add_argument("--params", help="params.yaml (default: the repository's)")
     export.add_argument("--scale", help="default: params.yaml's `scale`")
     export.set_defaults(handler=_run_export)
@@ -330,7 +330,8 @@ def _run_export(args) -> int:
     scale = args.scale or params["scale"]
     Path(args.out).write_text(dvc_yaml(params, scale))
     print(f"written: {args.out} ({len(dvc_stages(params, scale))} stages, scale {scale})")
-    Path(args.studies_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.studies_out).write_text(studies_dvc_yaml(params, scale))
-    print(f"written: {args.studies_out} ({len(study_stages(params, scale))} stages, scale {scale})")
+    studies = Path(args.studies_out or Path(args.out).parent / "studies" / "dvc.yaml")
+    studies.parent.mkdir(parents=True, exist_ok=True)
+    studies.write_text(studies_dvc_yaml(params, scale))
+    print(f"written: {studies} ({len(study_stages(params, scale))} stages, scale {scale})")
     return 0

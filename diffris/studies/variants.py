@@ -169,6 +169,7 @@ def plot_study(table: Table, title: str) -> Figure:
             sns.barplot(data=data, y="label", x="value", hue="stage", ax=ax, orient="h")
             ax.set_xlabel("tokens in use (of the queries)")
             ax.set_ylabel("")
+            ax.legend(title="PCMRD stage", bbox_to_anchor=(1.02, 1.0), loc="upper left")
             axes[1, 2 * k + 1].set_visible(False)
     fig.suptitle(title)
     return fig
