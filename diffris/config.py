@@ -134,6 +134,19 @@ def reference_errors(params: dict):
     for run, entry in pretraining.items():
         if entry["architecture"] not in backbones:
             yield f"pretraining.{run}.architecture", _unknown(entry["architecture"], "backbones", backbones)
+    yield from study_reference_errors(params.get("studies") or {}, experiments)
+
+
+def study_reference_errors(studies: dict, experiments: dict):
+    """(key path, problem) of every experiment a study names that `experiments` lacks."""
+    for name, study in studies.items():
+        named = [("reference", study.get("reference")), ("hard", study.get("hard")), ("soft", study.get("soft"))]
+        named += [("baseline", study.get("baseline"))]
+        named += [(f"rows.{k}.experiment", row["experiment"]) for k, row in enumerate(study.get("rows") or [])]
+        named += [(f"experiments.{k}", e) for k, e in enumerate(study.get("experiments") or [])]
+        for where, experiment in named:
+            if experiment is not None and experiment not in experiments:
+                yield f"studies.{name}.{where}", _unknown(experiment, "experiments", experiments)
 
 
 def _unknown(name: Any, section: str, known, kind: str = "a key of") -> str:

@@ -24,15 +24,15 @@ from report_fakes import SCALE, report_params, write_evaluation
 
 def test_a_study_experiment_with_a_tables_model_reuses_that_run_and_its_seeds():
     params = load_params()
-    assert plan.trained_as(params, "mini", "tau-0.1") == "full"  # tau 0.1 learnable is the full model
+    assert plan.trained_as(params, "mini", "tau-0p1") == "full"  # tau 0.1 learnable is the full model
     assert plan.trained_as(params, "mini", "loss-ce-dice") == "full"  # mini's full model trains with CE + Dice
     assert plan.trained_as(params, "paper", "loss-ce") == "full"  # the paper scale's full model: weighted CE
     assert plan.trained_as(params, "paper", "loss-ce-dice") == "loss-ce-dice"
-    assert plan.trained_as(params, "mini", "tau-0.5") == "tau-0.5"
+    assert plan.trained_as(params, "mini", "tau-0p5") == "tau-0p5"
     new = plan.new_runs(params, "mini")
     assert not set(new) & set(runs(params))
     assert {r.experiment for r in new} == {
-        "tau-0.05", "tau-0.5", "tau-1.0", "tau-0.05-fixed", "tau-0.1-fixed", "tau-0.5-fixed", "tau-1.0-fixed",
+        "tau-0p05", "tau-0p5", "tau-1p0", "tau-0p05-fixed", "tau-0p1-fixed", "tau-0p5-fixed", "tau-1p0-fixed",
         "loss-ce", "loss-dice", "cp-none-pcmrd-baseline",
     }  # fmt: skip
     assert plan.touching_runs(params, "mini")["hard"] == [plan.StudyRun("full", "rrsisd", s) for s in seeds(params, "mini", "full")]
@@ -52,7 +52,7 @@ def test_fixed_temperature_is_not_trained_and_learnable_is():
     params = load_params()
     from diffris.models.pcmrd import OAQIL
 
-    for experiment, trainable in (("tau-0.5-fixed", False), ("tau-0.5", True)):
+    for experiment, trainable in (("tau-0p5-fixed", False), ("tau-0p5", True)):
         config = config_from_params(params, experiment, "mini")
         layer = OAQIL(config.pcmrd, text_dim=32, visual_dim=32)
         assert layer.log_tau.requires_grad is trainable
@@ -138,10 +138,10 @@ def test_report_study_writes_the_csv_and_figure_and_names_a_missing_evaluation(s
     with open(paths[0], newline="") as f:
         assert next(csv.reader(f))[:5] == ["dataset", "split", "label", "experiment", "metric"]
     assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    (metrics / "tau-0.5/rrsisd/seed0/test.json").unlink()
+    (metrics / "tau-0p5/rrsisd/seed0/test.json").unlink()
     from diffris.errors import DataError
 
-    with pytest.raises(DataError, match=r"tau-0\.5/rrsisd/seed0/test\.json: missing"):
+    with pytest.raises(DataError, match=r"tau-0p5/rrsisd/seed0/test\.json: missing"):
         study_table(params, SCALE, "gumbel-tau", metrics)
 
 
@@ -154,3 +154,23 @@ def test_a_run_saved_before_the_study_options_loads_with_the_behaviour_it_was_tr
     saved = asdict(config)
     del saved["pcmrd"]["tau_learnable"], saved["loss"]["ce_weight"]  # a config.json written before they existed
     assert saved_model_config(saved) == config
+
+
+def test_an_experiment_name_with_a_dot_is_refused_because_dvc_would_read_it_as_nesting():
+    from diffris.config import validate_params
+
+    params = load_params()
+    params["experiments"]["tau-0.05"] = params["experiments"].pop("tau-0p05")
+    with pytest.raises(ConfigError, match=r"experiments: 'tau-0\.05' does not match"):
+        validate_params(params)
+
+
+def test_a_study_naming_an_unknown_experiment_is_one_line_naming_the_key(tmp_path):
+    from conftest import run_cli
+    from report_fakes import write_params
+
+    params = load_params()
+    params["studies"]["order"]["rows"][0]["experiment"] = "cp-nothing"
+    proc = run_cli("export-dvc", "--params", write_params(params, tmp_path / "params.yaml"), "--out", tmp_path / "dvc.yaml", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "studies.order.rows.0.experiment: 'cp-nothing' is not a key of `experiments`" in proc.stderr

@@ -49,7 +49,7 @@ def test_the_studies_reuse_the_tables_runs_and_train_only_their_own(studies):
     trained = {p.parent.parent.relative_to(studies / "runs" / "ci").as_posix() for p in (studies / "runs" / "ci").glob("*/*/seed0/trained.json")}
     expected = {f"{r.experiment}/{r.dataset}" for r in plan.study_runs(params, "ci")}
     assert expected <= trained
-    assert not any(name.startswith(("tau-0.1/", "loss-ce-dice/")) for name in trained)  # the same model as `full` at ci
+    assert not any(name.startswith(("tau-0p1/", "loss-ce-dice/")) for name in trained)  # the same model as `full` at ci
 
 
 def test_rows_of_experiments_name_the_run_they_read(studies):

@@ -93,7 +93,7 @@ def variant_evaluations(study: dict) -> list[tuple[str, str]]:
 
 def study_evaluations(params: dict, scale: str) -> list[Evaluation]:
     """The ordinary evaluations (``results/<scale>/metrics``) the variant studies read, each of
-    the run it is trained as; sorted, without the tables' own."""
+    the run it is trained as; sorted (the tables read some of them too)."""
     wanted = set()
     for name, study in study_settings(params, scale).items():
         if name in VARIANT_STUDIES:
