@@ -208,75 +208,106 @@ def study_stages(params: dict, scale: str) -> dict:
         if ev not in tables:
             for seed in seeds(params, scale, ev.experiment):
                 stages[f"evaluate-{ev.experiment}-{ev.dataset}-seed{seed}-{ev.split}"] = _evaluate_stage(params, scale, ev, seed)
-    studies, out = plan.study_settings(params, scale), f"results/{scale}/studies"
+    studies = plan.study_settings(params, scale)
     for name in plan.VARIANT_STUDIES:
         if name in studies:
-            inputs = [
-                f"{Evaluation(plan.trained_as(params, scale, e), ds, split).base(scale, s)}{suffix}"
-                for e in dict.fromkeys([studies[name]["reference"], *(r["experiment"] for r in studies[name]["rows"])])
-                for ds, split in plan.variant_evaluations(studies[name])
-                for s in seeds(params, scale, plan.trained_as(params, scale, e))
-                for suffix in (".json", ".csv")
-            ]
-            cmd = plan.report_study_cmd(scale, name)
-            stages[f"study-{name}"] = _study_report(cmd, sorted(set(inputs)), out, name, plan.STUDY_CODE["variants"], [f"studies.{name}"])
+            stages[f"study-{name}"] = _variant_study_stage(params, scale, name)
     if "touching" in studies:
-        data = plan.touching_data(scale)
-        stages["touching-data"] = {
+        stages.update(_touching_stages(params, scale))
+    if "corruptions" in studies:
+        stages.update(_corruption_stages(params, scale))
+    for arch in studies.get("cost", {}).get("architectures", []):
+        stages[f"study-cost-{arch}"] = _cost_stage(params, scale, arch)
+    for figure in studies.get("attention", {}).get("figures", []):
+        run, out = plan.attention_source(params, scale, figure), f"results/{scale}/studies/attention-{figure}"
+        stages[f"study-attention-{figure}"] = {
+            "cmd": plan.attention_cmd(params, scale, figure),
+            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, *plan.STUDY_CODE["attention"]],
+            "outs": [{f"{out}{suffix}": {"cache": False}} for suffix in (".csv", ".png")],
+        }
+    return {name: {**stage, "wdir": ".."} for name, stage in stages.items()}
+
+
+def _variant_study_stage(params: dict, scale: str, name: str) -> dict:
+    from diffris.studies import plan
+
+    study = plan.study_settings(params, scale)[name]
+    trained = [plan.trained_as(params, scale, e) for e in [study["reference"], *(r["experiment"] for r in study["rows"])]]
+    inputs = {
+        f"{Evaluation(e, ds, split).base(scale, s)}{suffix}"
+        for e in trained
+        for ds, split in plan.variant_evaluations(study)
+        for s in seeds(params, scale, e)
+        for suffix in (".json", ".csv")
+    }
+    cmd = plan.report_study_cmd(scale, name)
+    return _study_report(cmd, sorted(inputs), scale, name, plan.STUDY_CODE["variants"], [f"studies.{name}"])
+
+
+def _touching_stages(params: dict, scale: str) -> dict:
+    from diffris.studies import plan
+
+    data = plan.touching_data(scale)
+    stages = {
+        "touching-data": {
             "cmd": plan.touching_data_cmd(params, scale),
             "deps": [CODE["data"], *plan.STUDY_CODE["touching_data"]],
             "params": ["studies.touching", f"scales.{scale}.image_size", f"scales.{scale}.synthetic"],
             "outs": [data],
         }
-        evaluated = []
-        for group in plan.touching_runs(params, scale).values():
-            for run in group:
-                base = plan.touching_base(scale, run)
-                stages[f"touching-{run.experiment}-seed{run.seed}"] = {
-                    "cmd": plan.touching_evaluate_cmd(params, scale, run),
-                    "deps": [f"{run.folder(scale)}/model.safetensors", data, *TRAIN_CODE],
-                    "metrics": [{f"{base}.json": {"cache": False}}],
-                    "outs": [{f"{base}.csv": {"cache": False}}, {f"{base}-predictions": {"cache": False}}],
-                }
-                evaluated.append(f"{base}.csv")
-        cmd = plan.touching_report_cmd(params, scale)
-        stages["study-touching"] = _study_report(cmd, [*evaluated, data], out, "touching", plan.STUDY_CODE["touching_report"])
-    if "corruptions" in studies:
-        folders = []
-        for run in plan.corruption_runs(params, scale):
-            folders.append(plan.corruption_folder(scale, run))
-            stages[f"corrupted-{run.experiment}-{run.dataset}-seed{run.seed}"] = {
-                "cmd": plan.corruption_cmd(params, scale, run),
-                "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, *plan.STUDY_CODE["corrupted"]],
-                "outs": [{folders[-1]: {"cache": False}}],
-            }
-        cmd = plan.corruption_report_cmd(params, scale)
-        stages["study-corruptions"] = _study_report(cmd, folders, out, "corruptions", plan.STUDY_CODE["corruption_report"])
-    if "cost" in studies:
-        for arch in studies["cost"]["architectures"]:
-            stages[f"study-cost-{arch}"] = {
-                "cmd": plan.cost_cmd(params, scale, arch),
-                "deps": [CODE["models"], *plan.STUDY_CODE["cost"]],
-                "params": ["studies.cost", "model", "experiments", "scales"],
-                "outs": [{f"{out}/cost-{arch}{suffix}": {"cache": False}} for suffix in (".csv", ".png")],
-            }
-            if plan.cost_timed(params, scale, arch):
-                stages[f"study-cost-{arch}"]["outs"].append({plan.cost_timings(scale, arch): {"cache": False}})
-    for figure in studies.get("attention", {}).get("figures", []):
-        run = plan.attention_source(params, scale, figure)
-        stages[f"study-attention-{figure}"] = {
-            "cmd": plan.attention_cmd(params, scale, figure),
-            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, *plan.STUDY_CODE["attention"]],
-            "outs": [{f"{out}/attention-{figure}{suffix}": {"cache": False}} for suffix in (".csv", ".png")],
+    }
+    evaluated = []
+    for run in (r for group in plan.touching_runs(params, scale).values() for r in group):
+        base = plan.touching_base(scale, run)
+        stages[f"touching-{run.experiment}-seed{run.seed}"] = {
+            "cmd": plan.touching_evaluate_cmd(params, scale, run),
+            "deps": [f"{run.folder(scale)}/model.safetensors", data, *TRAIN_CODE],
+            "metrics": [{f"{base}.json": {"cache": False}}],
+            "outs": [{f"{base}.csv": {"cache": False}}, {f"{base}-predictions": {"cache": False}}],
         }
-    return {name: {**stage, "wdir": ".."} for name, stage in stages.items()}
+        evaluated.append(f"{base}.csv")
+    cmd = plan.touching_report_cmd(params, scale)
+    stages["study-touching"] = _study_report(cmd, [*evaluated, data], scale, "touching", plan.STUDY_CODE["touching_report"])
+    return stages
 
 
-def _study_report(cmd: str, inputs: list[str], out: str, name: str, code: list[str], params: list[str] | None = None) -> dict:
+def _corruption_stages(params: dict, scale: str) -> dict:
+    from diffris.studies import plan
+
+    stages, folders = {}, []
+    for run in plan.corruption_runs(params, scale):
+        folders.append(plan.corruption_folder(scale, run))
+        stages[f"corrupted-{run.experiment}-{run.dataset}-seed{run.seed}"] = {
+            "cmd": plan.corruption_cmd(params, scale, run),
+            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, *plan.STUDY_CODE["corrupted"]],
+            "outs": [{folders[-1]: {"cache": False}}],
+        }
+    cmd = plan.corruption_report_cmd(params, scale)
+    stages["study-corruptions"] = _study_report(cmd, folders, scale, "corruptions", plan.STUDY_CODE["corruption_report"])
+    return stages
+
+
+def _cost_stage(params: dict, scale: str, arch: str) -> dict:
+    from diffris.studies import plan
+
+    out = f"results/{scale}/studies/cost-{arch}"
+    stage = {
+        "cmd": plan.cost_cmd(params, scale, arch),
+        "deps": [CODE["models"], *plan.STUDY_CODE["cost"]],
+        "params": ["studies.cost", "model", "experiments", "scales"],
+        "outs": [{f"{out}{suffix}": {"cache": False}} for suffix in (".csv", ".png")],
+    }
+    if plan.cost_timed(params, scale, arch):
+        stage["outs"].append({plan.cost_timings(scale, arch): {"cache": False}})
+    return stage
+
+
+def _study_report(cmd: str, inputs: list[str], scale: str, name: str, code: list[str], params: list[str] | None = None) -> dict:
+    """A stage that writes ``results/<scale>/studies/<name>.{csv,png}`` from ``inputs``."""
     stage = {"cmd": cmd, "deps": [*inputs, CODE["report"], *code]}
     if params:
         stage["params"] = params
-    stage["outs"] = [{f"{out}/{name}{suffix}": {"cache": False}} for suffix in (".csv", ".png")]
+    stage["outs"] = [{f"results/{scale}/studies/{name}{suffix}": {"cache": False}} for suffix in (".csv", ".png")]
     return stage
 
 
