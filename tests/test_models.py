@@ -86,7 +86,7 @@ def frozen_hash(model) -> str:
 
 def test_experiments_resolve_to_the_table_rows(params):
     configs = {name: config_from_params(params, name, scale="mini") for name in params["experiments"]}
-    assert len(configs) == 14
+    assert len(configs) == 14 + 12  # the tables' experiments, then the studies' (docs/studies.md)
     assert [configs[f"sd-1-{v}"].backbone for v in (1, 2, 4)] == ["tiny-sd-1-1", "tiny-sd-1-2", "tiny-sd-1-4"]
     assert config_from_params(params, "sd-1-4", scale="paper").backbone == "sd-1-4"
     assert configs["random"].backbone == "tiny-random"

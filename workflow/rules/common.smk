@@ -4,6 +4,8 @@
 
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from diffris import pipeline
 from diffris.studies import plan as study_plan
 from diffris.studies.plan import study_settings
@@ -156,6 +158,14 @@ def study_evaluation_files(wildcards, study):
         for seed in pipeline.seeds(config, wildcards.scale, e)
         for suffix in (".json", ".csv")
     ]
+
+
+def all_cores(wildcards):
+    """Every local core, so that the job runs alone; 1 under a cluster executor, which has no core count."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def study_run(wildcards, dataset):

@@ -162,7 +162,7 @@ use rule measure_cost as measure_cost_timed with:
         architecture=TIMED_COST,
     log:
         log_of("measure_cost_timed", "{architecture}"),
-    threads: workflow.cores  # alone on the machine: other jobs would slow the timed passes
+    threads: all_cores  # alone on the machine: other jobs would slow the timed passes
 
 
 rule attention_maps:
