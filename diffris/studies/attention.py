@@ -1,14 +1,7 @@
 """Where the model looks: PCMRD's token assignment and the frozen UNet's cross-attention.
 
-Two recorders, each a context manager that installs its hooks on entry and removes them on exit,
-leaving the model as it was and its outputs bit-identical (they only read):
-
-- ``record_assignments(model)``: every OAQIL's assignment S_mask [B, M, N] (paper Eqs. 16-19; at
-  evaluation the one-hot argmax of the similarities) and its stage's map size, coarse stage first;
-- ``record_cross_attention(unet)``: for every cross-attention layer (``attn2`` of the UNet's
-  transformer blocks) softmax(QK^T/sqrt(d)) over the text tokens, averaged over heads: [B, N, T].
-  It wraps each layer's attention processor, which still computes the layer's output; the wrapper
-  recomputes the probabilities from the layer's own projections on the side.
+Two recorders (``diffris.studies.attention_capture``) read, without changing anything, every
+OAQIL's assignment S_mask and the UNet's cross-attention probabilities per text token.
 
 ``analyse_split`` runs a model over a prepared split once (live backbone) and measures, per sample:
 
