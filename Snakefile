@@ -6,7 +6,7 @@
 
 from snakemake.utils import min_version, validate
 
-from diffris.params_check import check_workflow_config
+from diffris.pipeline.params_check import check_workflow_config
 
 min_version("9.20")
 

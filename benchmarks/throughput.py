@@ -51,7 +51,7 @@ pin_cpu()
 def build(args: argparse.Namespace, experiment: str):
     import torch
 
-    from diffris.backbones import architecture_of
+    from diffris.pretraining.backbones import architecture_of
     from diffris.config import load_params, scale_params
     from diffris.models import config_from_params
     from diffris.models.backbone import FrozenBackbone
@@ -87,8 +87,8 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from diffris.models.model import BackboneFeatures
-    from diffris.run_folder import mixed_precision
-    from diffris.train import param_groups
+    from diffris.training.run_folder import mixed_precision
+    from diffris.training.trainer import param_groups
 
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

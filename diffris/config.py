@@ -8,6 +8,7 @@ e.g. ``scales.mini.image_size``. A key given twice in one mapping is an error, n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,74 @@ def scale_params(params: dict, scale: str | None = None) -> dict:
         return params["scales"][scale]
     except KeyError:
         raise ConfigError(f"scale {scale!r} is not one of {', '.join(params['scales'])}") from None
+
+
+# --- the runs and evaluations that the tables and figures name ---------------------------------
+# Every later stage (training, evaluation, report, studies, the pipeline) names its jobs with these.
+
+BOTH_SPLITS = ("val", "test")
+SHUFFLED = "shuffled"  # a table row's `evaluation`: the shuffled-expression control of its run
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    """A trained configuration: one experiment on one dataset (trained once per seed)."""
+
+    experiment: str
+    dataset: str
+
+    def folder(self, scale: str, seed: int) -> str:
+        return f"runs/{scale}/{self.experiment}/{self.dataset}/seed{seed}"
+
+
+@dataclass(frozen=True, order=True)
+class Evaluation:
+    """A (run, split) a table or figure reads; ``shuffled``: with ``--shuffle-expressions``."""
+
+    experiment: str
+    dataset: str
+    split: str
+    shuffled: bool = False
+
+    @property
+    def run(self) -> Run:
+        return Run(self.experiment, self.dataset)
+
+    def base(self, scale: str, seed: int) -> str:
+        """The metrics path without its suffix: ``<base>.json``, ``<base>.csv``, ``<base>-predictions``."""
+        name = f"{self.split}-{SHUFFLED}" if self.shuffled else self.split
+        return f"results/{scale}/metrics/{self.experiment}/{self.dataset}/seed{seed}/{name}"
+
+
+def seeds(params: dict, scale: str, experiment: str | None = None) -> list[int]:
+    """The training seeds of ``experiment`` at ``scale``: params.yaml ``seed`` + 0..N-1 with
+    N = ``scales.<scale>.seeds``, or the first seed alone for an experiment left out of
+    ``scales.<scale>.seeded_experiments`` where that list is given (None: the most any has)."""
+    settings = scale_params(params, scale)
+    count = settings.get("seeds", 1)
+    chosen = settings.get("seeded_experiments")
+    if experiment is not None and chosen is not None and experiment not in chosen:
+        count = 1
+    return [params["seed"] + k for k in range(count)]
+
+
+def runs(params: dict) -> list[Run]:
+    """Every training run the tables and figures need, once each, sorted (each has every seed)."""
+    wanted = {Run(row["experiment"], t["dataset"]) for t in params["tables"].values() for row in t["rows"]}
+    wanted |= {Run(f["experiment"], f["dataset"]) for f in params["figures"].values()}
+    return sorted(wanted)
+
+
+def evaluations(params: dict) -> list[Evaluation]:
+    """Every (run, split) a table or figure reads, sorted; a table without `split` shows val and
+    test; a row with ``evaluation: shuffled`` reads the shuffled-expression evaluation."""
+    wanted = set()
+    for table in params["tables"].values():
+        splits = [table["split"]] if "split" in table else BOTH_SPLITS
+        wanted |= {
+            Evaluation(r["experiment"], table["dataset"], s, r.get("evaluation") == SHUFFLED)
+            for r in table["rows"]
+            for s in splits
+        }
+    wanted |= {Evaluation(f["experiment"], f["dataset"], f["split"]) for f in params["figures"].values()}
+    return sorted(wanted)

@@ -203,3 +203,12 @@ def run_environment(args: argparse.Namespace) -> int:
     write_json(args.out, record)
     print(f"environment: -> {args.out}", file=sys.stderr)
     return 0
+
+
+def set_cpu_threads(count: int) -> None:
+    """Pin torch's CPU threads (``train.cpu_threads``) so that every tool that runs a job —
+    Snakemake, DVC or a user's shell — computes with the same count and gets the same bits."""
+    if count > 0:
+        import torch
+
+        torch.set_num_threads(count)

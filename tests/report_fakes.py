@@ -10,8 +10,8 @@ import numpy as np
 import yaml
 
 from diffris.config import load_params
-from diffris.metrics import metrics_from_counts, sample_iou
-from diffris.pipeline import seeds
+from diffris.training.metrics import metrics_from_counts, sample_iou
+from diffris.config import seeds
 from diffris.report.tables import metrics_path, table_specs
 
 NUM_SAMPLES = 6

@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from diffris.run_log import Counters, RunLog
+from diffris.training.run_log import Counters, RunLog
 
 from conftest import REPO, run_cli
 from test_features import short_params, train  # noqa: F401  (session fixtures and the shared short run)

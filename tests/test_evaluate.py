@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffris.evaluate import figure_indices, shuffled_expressions
-from diffris.metrics import METRIC_KEYS, metrics_from_counts
+from diffris.evaluation.evaluate import figure_indices, shuffled_expressions
+from diffris.training.metrics import METRIC_KEYS, metrics_from_counts
 from conftest import run_cli
 from test_train import ENV, Assets, shared_assets
 

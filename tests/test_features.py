@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from diffris import dvc_stages, pipeline
+from diffris.pipeline import dvc_stages, jobs
 from diffris.config import load_params
 from conftest import run_cli
 from test_train import ENV, TRAIN_BUDGET, Assets, read_log, shared_assets, state_weights, without_timings
@@ -157,18 +157,18 @@ def test_latents_are_reused_only_for_the_same_vae(assets, cache, tmp_path):
 def test_the_pipeline_caches_features_once_per_dataset_and_backbone():
     params = load_params()
     scale = params["scale"]
-    caches = pipeline.feature_caches(params, scale)
-    assert len(caches) == len({(r.dataset, pipeline.backbone_of(params, scale, r.experiment)) for r in pipeline.runs(params)})
-    taps = [c for c in caches if "--unet-taps" in pipeline.feature_cache_options(params, scale, c)]
+    caches = jobs.feature_caches(params, scale)
+    assert len(caches) == len({(r.dataset, jobs.backbone_of(params, scale, r.experiment)) for r in jobs.runs(params)})
+    taps = [c for c in caches if "--unet-taps" in jobs.feature_cache_options(params, scale, c)]
     cp_off = {
-        (r.dataset, pipeline.backbone_of(params, scale, r.experiment))
-        for r in pipeline.runs(params)
-        if not pipeline.config_from_params(params, r.experiment, scale).cp_adapter.enabled
+        (r.dataset, jobs.backbone_of(params, scale, r.experiment))
+        for r in jobs.runs(params)
+        if not jobs.config_from_params(params, r.experiment, scale).cp_adapter.enabled
     }
     assert {(c.dataset, c.backbone) for c in taps} == cp_off
     stages = dvc_stages.dvc_stages(params, scale)
-    for run in pipeline.runs(params):
-        cache = pipeline.feature_cache_of(params, scale, run.experiment, run.dataset)
+    for run in jobs.runs(params):
+        cache = jobs.feature_cache_of(params, scale, run.experiment, run.dataset)
         stage = stages[f"train-{run.experiment}-{run.dataset}-seed{params['seed']}"]
         assert f"--features {cache.folder(scale)}" in stage["cmd"] and cache.folder(scale) in stage["deps"]
 
@@ -186,7 +186,7 @@ def test_attention_runs_through_pytorch_sdpa(assets):
 
 
 def tiny_model_gradients(channels_last: bool, checkpointing: bool) -> tuple[float, torch.Tensor]:
-    from diffris.backbones import architecture_of
+    from diffris.pretraining.backbones import architecture_of
     from diffris.models import config_from_params
     from diffris.models.backbone import FrozenBackbone
     from diffris.models.model import DiffRIS

@@ -1,4 +1,5 @@
-"""The package's shape: no import circle between its modules, and no module over 400 lines.
+"""The package's shape: one package per stage of the data flow, imports that run one way along
+it, no import circle between modules, and no module over 400 lines.
 
 Read with ``ast`` only (nothing is imported, so no torch): every ``import``/``from`` of a
 ``diffris`` module, at the top of a module or inside a function, relative ones included. Importing
@@ -14,6 +15,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "diffris"
 MAX_LINES = 400
+# The shared basics, then the stages in data-flow order: a stage may import the basics and the
+# stages before it, never one after it (each package's docstring says why it sits where it does).
+BASICS = ("cli", "config", "errors", "fileio", "determinism")
+STAGES = ("data", "models", "pretraining", "features", "training", "evaluation", "report", "studies", "pipeline")
 
 
 def module_name(path: Path) -> str:
@@ -97,16 +102,55 @@ def test_the_graph_sees_lazy_relative_and_package_imports(tmp_path, monkeypatch)
 
 def test_no_import_circle():
     graph = import_graph()
-    assert len(graph) > 40 and "diffris.train" in graph
+    assert len(graph) > 40 and "diffris.training.trainer" in graph
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
-def test_the_model_does_not_import_pretraining():
-    """Pretraining uses the models; the DiffRIS model never needs the pretraining code."""
-    graph = import_graph()
-    found = {m: t for m, targets in graph.items() if m.startswith("diffris.models") for t in targets if t.startswith("diffris.pretraining")}
-    assert not found, f"diffris.models imports pretraining: {found}"
+def stage_of(module: str) -> str:
+    """``diffris.training.trainer`` -> ``training``; a basic module is its own name."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def backward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for every import of a module in a later stage, or of a stage from a basic module."""
+    rank = {stage: i for i, stage in enumerate(STAGES)}
+    found = []
+    for module, targets in sorted(graph.items()):
+        here = stage_of(module)
+        for target in sorted(targets):
+            there = stage_of(target)
+            if there in rank and (here not in rank or rank[there] > rank[here]):
+                found.append(f"{module} -> {target}")
+    return found
+
+
+def test_the_top_level_holds_the_stages_and_the_basics_only():
+    entries = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert entries == {"__init__", "__main__", *BASICS, *STAGES}
+
+
+def test_every_stage_says_what_it_owns_and_may_import():
+    for stage in STAGES:
+        doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text())) or ""
+        assert "Imports:" in doc, f"diffris/{stage}/__init__.py: the docstring names no 'Imports:'"
+
+
+def test_imports_run_one_way_along_the_data_flow():
+    assert backward_imports(import_graph()) == []
+
+
+def test_a_backward_import_is_found(tmp_path, monkeypatch):
+    package = tmp_path / "diffris"
+    for stage in ("training", "evaluation"):
+        (package / stage).mkdir(parents=True)
+        (package / stage / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "config.py").write_text("")
+    (package / "training" / "loop.py").write_text("def f():\n    from diffris.evaluation import score\n")
+    (package / "evaluation" / "score.py").write_text("from diffris.training import loop\nfrom diffris import config\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    assert backward_imports(import_graph()) == ["diffris.training.loop -> diffris.evaluation.score"]
 
 
 def test_no_module_over_400_lines():

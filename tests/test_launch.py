@@ -112,7 +112,7 @@ def state_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_gpu_slots_are_never_shared_and_a_busy_pool_waits(tmp_path):
-    from diffris.launch import gpu_slots
+    from diffris.training.launch import gpu_slots
 
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_TWO_SLOTS, str(tmp_path)], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True
@@ -136,7 +136,7 @@ def test_gpu_slots_are_never_shared_and_a_busy_pool_waits(tmp_path):
 HOLD_TWO_SLOTS = """
 import sys
 from pathlib import Path
-from diffris.launch import gpu_slots
+from diffris.training.launch import gpu_slots
 with gpu_slots(2, ["0", "1", "2"], Path(sys.argv[1])) as gpus:
     print(*gpus, flush=True)
     sys.stdin.read()
@@ -144,7 +144,7 @@ with gpu_slots(2, ["0", "1", "2"], Path(sys.argv[1])) as gpus:
 TAKE_ONE_SLOT = """
 import sys
 from pathlib import Path
-from diffris.launch import gpu_slots
+from diffris.training.launch import gpu_slots
 with gpu_slots(1, ["0", "1", "2"], Path(sys.argv[1]), poll_s=0.1) as gpus:
     print(*gpus, flush=True)
 """

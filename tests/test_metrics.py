@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from diffris.metrics import METRIC_KEYS, compute_metrics, intersection_union, metrics_from_counts
+from diffris.training.metrics import METRIC_KEYS, compute_metrics, intersection_union, metrics_from_counts
 
 
 def mask(shape: tuple[int, int], *cells: tuple[int, int]) -> np.ndarray:

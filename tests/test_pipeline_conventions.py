@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, ci_snakemake, run_cli
-from diffris import pipeline
+from diffris.pipeline import jobs as pipeline_jobs
 from diffris.config import load_params
 
 BIN = Path(sys.executable).parent
@@ -37,8 +37,8 @@ def test_every_job_wrote_a_log_and_every_measured_job_a_benchmark(ci_local_run):
         log = ci_local_run / job["log"][0]
         assert log.is_file() and log.stat().st_size > 0, log
     params = load_params(ci_local_run / "params.yaml")
-    expected = {pipeline.job_file(pipeline.BENCHMARKS, "ci", r, j, ".tsv") for r, j in pipeline.benchmarked_jobs(params, "ci")}
-    found = {str(p.relative_to(ci_local_run)) for p in (ci_local_run / pipeline.BENCHMARKS).rglob("*.tsv")}
+    expected = {pipeline_jobs.job_file(pipeline_jobs.BENCHMARKS, "ci", r, j, ".tsv") for r, j in pipeline_jobs.benchmarked_jobs(params, "ci")}
+    found = {str(p.relative_to(ci_local_run)) for p in (ci_local_run / pipeline_jobs.BENCHMARKS).rglob("*.tsv")}
     assert found == expected
     assert all((ci_local_run / path).stat().st_size > 0 for path in found)
 
@@ -48,7 +48,7 @@ def test_costs_gathers_one_row_per_measured_job_and_a_total(ci_local_run):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     rows = list(csv.DictReader(open(ci_local_run / "benchmarks" / "results" / "jobs-ci.csv")))
     params = load_params(ci_local_run / "params.yaml")
-    assert [(r["rule"], r["job"]) for r in rows[:-1]] == pipeline.benchmarked_jobs(params, "ci")
+    assert [(r["rule"], r["job"]) for r in rows[:-1]] == pipeline_jobs.benchmarked_jobs(params, "ci")
     assert rows[-1]["rule"] == "total" and rows[-1]["job"] == f"{len(rows) - 1} jobs"
     assert float(rows[-1]["runtime_s"]) == pytest.approx(sum(float(r["runtime_s"]) for r in rows[:-1]), abs=0.1 * len(rows))
     assert all(float(r["runtime_s"]) > 0 for r in rows if r["rule"] == "train")
@@ -112,7 +112,7 @@ def test_dvc_plots_draw_every_runs_curves(dvc_repo):
     assert not shown.get("errors"), shown["errors"][:3]
     assert set(shown["data"]) == {"training loss per step", "training loss per epoch", "validation per epoch"}
     params = load_params(dvc_repo / "params.yaml")
-    files = {f.removeprefix("results/ci/curves/") for f in pipeline.curve_files(params, "ci")}
+    files = {f.removeprefix("results/ci/curves/") for f in pipeline_jobs.curve_files(params, "ci")}
     steps, epochs = {f for f in files if f.endswith("-steps.csv")}, {f for f in files if not f.endswith("-steps.csv")}
     for name, y, expected in (("training loss per step", "loss", steps), ("training loss per epoch", "train_loss", epochs)):
         [plot] = shown["data"][name]

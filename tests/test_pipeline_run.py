@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import ci_snakemake, run_cli
-from diffris import pipeline
+from diffris.pipeline import jobs as pipeline_jobs
 from diffris.config import load_params
 
 
@@ -33,7 +33,7 @@ def test_the_whole_dag_builds_every_table_figure_and_the_comparison(workflow_cop
     for figure in ("fig5", "fig6", "fig7", "fig8"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
     assert "not comparable" in (results / "comparison.md").read_text()
-    seeds = len(pipeline.seeds(load_params(workflow_copy / "params.yaml"), "ci"))
+    seeds = len(pipeline_jobs.seeds(load_params(workflow_copy / "params.yaml"), "ci"))
     assert len(list((workflow_copy / "runs" / "ci").glob("*/*/seed*/model.safetensors"))) == 18 * seeds
 
 
@@ -87,6 +87,6 @@ def test_changing_one_experiment_reruns_only_what_depends_on_it(workflow_copy):
         params_path.write_text(original)
     assert proc.returncode == 0, proc.stderr
     jobs = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.strip() and line.split()[-1].isdigit() and len(line.split()) == 2)
-    seeds = len(pipeline.seeds(params, "ci"))
+    seeds = len(pipeline_jobs.seeds(params, "ci"))
     assert jobs.get("train") == jobs.get("evaluate") == str(seeds), proc.stdout  # one run, Table 5's test split
     assert "fetch" not in jobs and "prepare" not in jobs and "fetch_weights" not in jobs

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffris import dvc_stages, pipeline
+from diffris.pipeline import dvc_stages, jobs as pipeline_jobs
 from diffris.cli import main
 from diffris.config import check_references, load_params
 from diffris.errors import ConfigError
@@ -65,12 +65,12 @@ def test_snakemake_plans_eighteen_runs_each_with_its_seeds_and_every_evaluation(
     counts = Counter(j["rule"] for j in smk_jobs)
     params = load_params()
     scale = params["scale"]
-    runs, evaluations = pipeline.runs(params), pipeline.evaluations(params)
+    runs, evaluations = pipeline_jobs.runs(params), pipeline_jobs.evaluations(params)
     assert len(runs) == 18  # 15 + the random control on 3 datasets
-    assert counts["train"] == sum(len(pipeline.seeds(params, scale, r.experiment)) for r in runs)
+    assert counts["train"] == sum(len(pipeline_jobs.seeds(params, scale, r.experiment)) for r in runs)
     plain = [e for e in evaluations if not e.shuffled]
     assert len(plain) == 24  # Tables 1-3 on val and test, the rest on test
-    assert counts["evaluate"] == sum(len(pipeline.seeds(params, scale, e.experiment)) for e in plain)
+    assert counts["evaluate"] == sum(len(pipeline_jobs.seeds(params, scale, e.experiment)) for e in plain)
     assert counts["fetch"] == counts["prepare"] == 3 and counts["fetch_weights"] == 5
     assert counts["pretrain_backbone"] == 1
 
@@ -79,7 +79,7 @@ def test_the_shuffled_control_is_part_of_the_dag(smk_jobs):
     """`full` on each dataset, each seed, val and test, evaluated with shuffled expressions; the
     report reads them (Snakemake and dvc.yaml alike)."""
     params = load_params()
-    seeds = pipeline.seeds(params, params["scale"])
+    seeds = pipeline_jobs.seeds(params, params["scale"])
     shuffled = [j for j in smk_jobs if j["rule"] == "evaluate_shuffled"]
     expected = {
         f"results/mini/metrics/full/{ds}/seed{seed}/{split}-shuffled.json"
@@ -100,7 +100,7 @@ def test_the_shuffled_control_is_part_of_the_dag(smk_jobs):
 
 def test_each_seed_trains_its_own_run_folder(smk_jobs):
     params = load_params()
-    seeds = pipeline.seeds(params, params["scale"])
+    seeds = pipeline_jobs.seeds(params, params["scale"])
     assert seeds == [params["seed"] + k for k in range(params["scales"]["mini"]["seeds"])]
     trains = [j for j in smk_jobs if j["rule"] == "train" and " --experiment full --dataset rrsisd " in j["cmd"]]
     assert sorted(j["outputs"][0] for j in trains) == [f"runs/mini/full/rrsisd/seed{s}/model.safetensors" for s in seeds]
@@ -112,7 +112,7 @@ def test_each_seed_trains_its_own_run_folder(smk_jobs):
 def test_seeded_experiments_get_every_seed_and_the_others_the_first():
     params = load_params()
     params["scales"]["paper"].update(seeds=3, seeded_experiments=["full"])
-    assert pipeline.seeds(params, "paper", "full") == [0, 1, 2] and pipeline.seeds(params, "paper", "cp-none") == [0]
+    assert pipeline_jobs.seeds(params, "paper", "full") == [0, 1, 2] and pipeline_jobs.seeds(params, "paper", "cp-none") == [0]
     stages = dvc_stages.dvc_stages(params, "paper")
     assert {n for n in stages if n.startswith("train-full-rrsisd-")} == {f"train-full-rrsisd-seed{k}" for k in range(3)}
     assert {n for n in stages if n.startswith("train-cp-none-rrsisd-")} == {"train-cp-none-rrsisd-seed0"}
@@ -133,8 +133,8 @@ def test_three_seeds_give_three_runs_and_evaluations_each():
 
 
 def test_the_seed_option_reaches_the_training_run(monkeypatch, tmp_path):
-    import diffris.run_folder
-    import diffris.train
+    import diffris.training.run_folder
+    import diffris.training.trainer
 
     seen = []
 
@@ -145,8 +145,8 @@ def test_the_seed_option_reaches_the_training_run(monkeypatch, tmp_path):
         def run(self):
             return None
 
-    monkeypatch.setattr(diffris.train, "Trainer", Recorder)
-    monkeypatch.setattr(diffris.run_folder, "set_cpu_threads", lambda count: None)  # this process keeps its threads
+    monkeypatch.setattr(diffris.training.trainer, "Trainer", Recorder)
+    monkeypatch.setattr(diffris.training.run_folder, "set_cpu_threads", lambda count: None)  # this process keeps its threads
     common = ["train", "--experiment", "full", "--dataset", "rrsisd", "--data", str(tmp_path), "--backbone-dir", str(tmp_path),
               "--out", str(tmp_path / "run"), "--scale", "ci"]  # fmt: skip
     assert main([*common, "--seed", "7"]) == 0 and main(common) == 0
@@ -171,8 +171,8 @@ def test_every_job_writes_its_log_and_the_measured_rules_a_benchmark(smk_jobs):
     assert all(j["log"] and j["log"].startswith(("logs/mini/", "logs/pretrain_backbone/", "logs/fetch_weights/")) for j in smk_jobs)
     assert len({j["log"] for j in smk_jobs}) == len(smk_jobs)  # one log per job
     benchmarks = {j["benchmark"] for j in smk_jobs if j["benchmark"]}
-    assert {j["rule"] for j in smk_jobs if j["benchmark"]} == set(pipeline.BENCHMARKED)
-    expected = {pipeline.job_file(pipeline.BENCHMARKS, scale, rule, job, ".tsv") for rule, job in pipeline.benchmarked_jobs(params, scale)}
+    assert {j["rule"] for j in smk_jobs if j["benchmark"]} == set(pipeline_jobs.BENCHMARKED)
+    expected = {pipeline_jobs.job_file(pipeline_jobs.BENCHMARKS, scale, rule, job, ".tsv") for rule, job in pipeline_jobs.benchmarked_jobs(params, scale)}
     assert benchmarks == expected
     assert {j["rule"] for j in smk_jobs} & SNAKEMAKE_ONLY_RULES == set()  # not part of `all`: `snakemake costs`
 

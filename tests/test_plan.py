@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diffris import pipeline
+from diffris.pipeline import jobs
 from diffris.config import load_params, scale_params
 from conftest import run_cli
 
@@ -34,7 +34,7 @@ def expected_hours(params: dict, experiment: str, dataset: str) -> float:
     train = scale_params(params, "paper")["train"]
     sizes = params["datasets"][dataset]["paper_splits"]
     trained = train["epochs"] * (sizes["train"] // train["batch_size"]) * train["batch_size"]
-    evaluations = [e for e in pipeline.evaluations(params) if (e.experiment, e.dataset) == (experiment, dataset)]
+    evaluations = [e for e in jobs.evaluations(params) if (e.experiment, e.dataset) == (experiment, dataset)]
     passes = sum(sizes[e.split] * (2 if e.shuffled else 1) for e in evaluations)  # shuffled: both ways
     evaluated = train["epochs"] * sizes["val"] + passes  # val every epoch at paper
     return (trained / TRAIN_RATE + evaluated / EVAL_RATE) / 3600
@@ -53,7 +53,7 @@ def test_gpu_measurement_gives_gpu_hours_per_run_and_table(tmp_path):
     out = run_cli("plan", "--benchmark", results_file(tmp_path, "cuda")).stdout
     assert "GPU-hours" in out and "CPU" not in out
     assert float(row(out, "full", "rrsisd")[6]) == pytest.approx(expected_hours(params, "full", "rrsisd"), abs=0.01)
-    runs = pipeline.runs(params)
+    runs = jobs.runs(params)
     total = float(re.search(rf"{len(runs)} training runs: ([\d.]+) GPU-hours", out).group(1))
     per_run = sum(expected_hours(params, r.experiment, r.dataset) for r in runs)
     assert total == pytest.approx(per_run, abs=0.05)

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import diffris.evaluate
-import diffris.run_folder
+import diffris.evaluation.evaluate
+import diffris.training.run_folder
 from diffris import cli
 from diffris.data.dataset import PreparedSplit
 from diffris.data.readers import load_rgb
-from diffris.evaluate import evaluate_model
+from diffris.training.validation import evaluate_model
 from diffris.fileio import MARKER
-from diffris.predict import COLOUR, INDEX_FILE, Predictor, outline, overlay
+from diffris.evaluation.predict import COLOUR, INDEX_FILE, Predictor, outline, overlay
 from conftest import run_cli
 from test_train import ENV, shared_assets
 
@@ -180,7 +180,7 @@ def shifted(test_split, monkeypatch) -> float:
     margin, which makes about half of each test mask foreground. Returns the shift."""
     _, _, logits, _ = test_split
     shift = float((logits[:, 0] - logits[:, 1]).median())
-    original = diffris.run_folder.load_trained_model
+    original = diffris.training.run_folder.load_trained_model
 
     def load(run, backbone_dir=None):
         model, config, info = original(run, backbone_dir)
@@ -188,8 +188,8 @@ def shifted(test_split, monkeypatch) -> float:
         model.register_forward_hook(lambda module, args, logits: logits + offset.to(logits.device))
         return model, config, info
 
-    monkeypatch.setattr(diffris.run_folder, "load_trained_model", load)  # predict's
-    monkeypatch.setattr(diffris.evaluate, "load_trained_model", load)  # evaluate's, bound at its import
+    monkeypatch.setattr(diffris.training.run_folder, "load_trained_model", load)  # predict's
+    monkeypatch.setattr(diffris.evaluation.evaluate, "load_trained_model", load)  # evaluate's, bound at its import
     return shift
 
 

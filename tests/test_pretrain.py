@@ -151,7 +151,7 @@ def test_sample_backbone_writes_a_grid_and_the_loss_curve(pretrained, tmp_path):
 
 
 def test_the_paper_scale_random_control_has_sd1s_architecture(params):
-    from diffris.backbones import architecture_of
+    from diffris.pretraining.backbones import architecture_of
     from diffris.models.architecture import sd1_architecture
 
     with torch.device("meta"):

@@ -6,7 +6,7 @@ import csv
 import re
 from pathlib import Path
 
-from diffris import pipeline
+from diffris.pipeline import jobs as pipeline_jobs
 from diffris.cli import main
 from diffris.config import load_params
 
@@ -15,9 +15,9 @@ HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load
 
 def write_benchmarks(root: Path, params: dict, scale: str) -> list[tuple[str, str]]:
     """A benchmark file for every benchmarked job: job k ran 10+k s, used 100+k MB and 5+k CPU s."""
-    jobs = pipeline.benchmarked_jobs(params, scale)
+    jobs = pipeline_jobs.benchmarked_jobs(params, scale)
     for k, (rule, job) in enumerate(jobs):
-        path = Path(pipeline.job_file(str(root), scale, rule, job, ".tsv"))
+        path = Path(pipeline_jobs.job_file(str(root), scale, rule, job, ".tsv"))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(HEADER + f"{10 + k}.0\t0:00:{10 + k}\t{100 + k}.0\t1.0\t1.0\t1.0\t0.0\t0.0\t50.0\t{5 + k}.0\n")
     return jobs
@@ -31,7 +31,7 @@ def test_one_row_per_benchmarked_job_and_a_total(tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["rule", "job", "runtime_s", "max_rss_mb", "cpu_time_s"]
     assert [(r["rule"], r["job"]) for r in rows[:-1]] == jobs
-    assert {rule for rule, _ in jobs} == set(pipeline.BENCHMARKED)  # every measured rule has jobs at ci
+    assert {rule for rule, _ in jobs} == set(pipeline_jobs.BENCHMARKED)  # every measured rule has jobs at ci
     n = len(jobs)
     assert rows[-1] == {
         "rule": "total", "job": f"{n} jobs", "runtime_s": f"{sum(10 + k for k in range(n)):.1f}",
@@ -46,7 +46,7 @@ def test_one_row_per_benchmarked_job_and_a_total(tmp_path):
 def test_a_job_too_short_to_measure_has_empty_memory_and_cpu(tmp_path):
     params = load_params()
     rule, job = write_benchmarks(tmp_path, params, "ci")[0]
-    Path(pipeline.job_file(str(tmp_path), "ci", rule, job, ".tsv")).write_text(HEADER + "0.5\t0:00:00\t" + "NA\t" * 7 + "NA\n")
+    Path(pipeline_jobs.job_file(str(tmp_path), "ci", rule, job, ".tsv")).write_text(HEADER + "0.5\t0:00:00\t" + "NA\t" * 7 + "NA\n")
     out = tmp_path / "jobs-ci.csv"
     assert main(["report-costs", "--benchmarks", str(tmp_path), "--scale", "ci", "--out", str(out)]) == 0
     assert next(csv.DictReader(out.open())) == {"rule": rule, "job": job, "runtime_s": "0.5", "max_rss_mb": "", "cpu_time_s": ""}
@@ -55,7 +55,7 @@ def test_a_job_too_short_to_measure_has_empty_memory_and_cpu(tmp_path):
 def test_a_missing_or_broken_benchmark_file_is_one_line_naming_it(tmp_path, capsys):
     params = load_params()
     jobs = write_benchmarks(tmp_path, params, "ci")
-    train = Path(pipeline.job_file(str(tmp_path), "ci", *next(j for j in jobs if j[0] == "train"), ".tsv"))
+    train = Path(pipeline_jobs.job_file(str(tmp_path), "ci", *next(j for j in jobs if j[0] == "train"), ".tsv"))
     train.unlink()
     args = ["report-costs", "--benchmarks", str(tmp_path), "--scale", "ci", "--out", str(tmp_path / "c.csv")]
     assert main(args) == 2

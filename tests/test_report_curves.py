@@ -31,16 +31,16 @@ def test_curves_keep_the_deterministic_fields_only(tmp_path):
 
 
 def test_the_command_writes_every_run_and_seed_of_the_scale(tmp_path):
-    from diffris import pipeline
+    from diffris.pipeline import jobs
     from diffris.config import load_params
 
     params = load_params()
-    for run in pipeline.runs(params):
+    for run in jobs.runs(params):
         write_log(tmp_path / "runs" / run.experiment / run.dataset / "seed0" / "log.jsonl", [*STEPS, EPOCHS[0]])
     out = tmp_path / "curves"
     assert main(["report-curves", "--runs", str(tmp_path / "runs"), "--scale", "ci", "--out", str(out)]) == 0
     written = sorted(str(p.relative_to(tmp_path)) for p in out.rglob("*.csv"))
-    assert written == sorted(f.replace("results/ci/", "") for f in pipeline.curve_files(params, "ci"))
+    assert written == sorted(f.replace("results/ci/", "") for f in jobs.curve_files(params, "ci"))
 
 
 def test_a_missing_or_broken_log_is_one_line_naming_it(tmp_path, capsys):
@@ -48,10 +48,10 @@ def test_a_missing_or_broken_log_is_one_line_naming_it(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "log.jsonl: no training log" in err
-    from diffris import pipeline
+    from diffris.pipeline import jobs
     from diffris.config import load_params
 
-    run = pipeline.runs(load_params())[0]
+    run = jobs.runs(load_params())[0]
     log = write_log(tmp_path / "runs" / run.experiment / run.dataset / "seed0" / "log.jsonl", STEPS)
     log.write_text(log.read_text() + "{not json\n")
     assert main(args) == 2

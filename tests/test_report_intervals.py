@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from diffris.errors import DataError
-from diffris.metrics import METRIC_KEYS, metrics_from_counts
+from diffris.training.metrics import METRIC_KEYS, metrics_from_counts
 from diffris.report.intervals import (
     pooled_seed_variance,
     RESAMPLES,

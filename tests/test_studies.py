@@ -15,7 +15,7 @@ from diffris.config import load_params
 from diffris.errors import ConfigError
 from diffris.models.config import LossConfig, config_from_params
 from diffris.models.loss import SegmentationLoss, dice_loss
-from diffris.pipeline import runs, seeds
+from diffris.config import runs, seeds
 from diffris.report.intervals import RowEvaluations, read_per_sample, resample_indices
 from diffris.studies import plan
 from diffris.studies.variants import ORDER_CONTRASTS, contrast, study_table

@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from diffris import cli
-from diffris.checkpoint import save_weights
+from diffris.training.checkpoint import save_weights
 from diffris.config import load_params
 from diffris.data.dataset import PreparedSplit
 from diffris.data.prepare import prepare
 from diffris.data.synthetic import generate
 from diffris.features.datasets import model_inputs
 from diffris.models.weights import write_tiny_backbone
-from diffris.run_folder import CONFIG_FILE, MODEL_FILE, build_run_model, load_trained_model
-from diffris.run_spec import run_spec_from_params
+from diffris.training.run_folder import CONFIG_FILE, MODEL_FILE, build_run_model, load_trained_model
+from diffris.training.run_spec import run_spec_from_params
 from diffris.studies.attention import CSV_HEADER, layers_at
 from diffris.studies.attention_capture import (
     AttentionStudyError,

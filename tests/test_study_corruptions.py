@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from diffris.errors import DataError
-from diffris.metrics import metrics_from_counts
+from diffris.training.metrics import metrics_from_counts
 from diffris.studies.corruption_report import build_table, read_groups, write_report
 from diffris.studies.corruptions import (
     CLOUD_BRIGHTNESS,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diffris.backbones import architecture_of
+from diffris.pretraining.backbones import architecture_of
 from diffris.cli import main
 from diffris.config import load_params
 from diffris.models import config_from_params

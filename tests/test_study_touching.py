@@ -14,8 +14,8 @@ from PIL import Image
 
 from diffris.data.dataset import PreparedSplit
 from diffris.data.readers import read_raw
-from diffris.metrics import metrics_from_counts
-from diffris.run_folder import check_prepared
+from diffris.training.metrics import metrics_from_counts
+from diffris.training.run_folder import check_prepared
 from diffris.studies.touching import BINS, BINS_FILE, RAW_DIR, generate_scenes, make_touching
 from diffris.studies.touching_report import TOUCHING_COLUMNS
 

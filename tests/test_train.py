@@ -21,9 +21,10 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from diffris.checkpoint import CheckpointError, load_weights, read_weights_info
-from diffris.batches import BatchLayout, derive_seed, epoch_order
-from diffris.run_folder import mixed_precision
+from diffris.training.checkpoint import CheckpointError, load_weights, read_weights_info
+from diffris.training.batches import BatchLayout, derive_seed, epoch_order
+from diffris.training.run_folder import mixed_precision
+from diffris.training.run_log import read_log as read_run_log
 from conftest import REPO, run_cli
 
 DATASET, BACKBONE, EXPERIMENT = "refsegrs", "tiny-sd-1-5", "full"
@@ -98,7 +99,7 @@ def assets(tmp_path_factory) -> Assets:
 
 
 def read_log(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return read_run_log(run / "log.jsonl")
 
 
 def without_timings(records: list[dict]) -> list[dict]:

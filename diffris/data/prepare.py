@@ -58,7 +58,7 @@ def prepare(dataset: str, raw: Path, out: Path, image_size: int) -> dict:
             rows = [s for s in samples if s.split == split]
             if not rows:
                 raise DataError(f"{raw}: no {split} samples in the {dataset} layout")
-            summary["splits"][split] = _prepare_split(rows, tmp / split, image_size, f"{dataset}/{split}")
+            summary["splits"][split] = prepare_split(rows, tmp / split, image_size, f"{dataset}/{split}")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
     atomic_folder(out, write, "prepare", [raw])
@@ -72,7 +72,11 @@ def check_image_size(size: int) -> None:
         raise ConfigError(f"--image-size: {size} is not a positive multiple of {IMAGE_SIZE_STEP} (e.g. 64, 480, 512)")
 
 
-def _prepare_split(rows: list[RawSample], out: Path, size: int, label: str) -> dict:
+def prepare_split(rows: list[RawSample], out: Path, size: int, label: str) -> dict:
+    """Write one split of ``rows`` into the new folder ``out`` (``images.npy``, ``masks.npy``,
+    ``manifest.jsonl``) at ``size`` px; returns the split's summary with its repair counts.
+    ``label`` names the split in the progress bar. The caller makes ``out`` atomic (``prepare``
+    writes all three splits into one ``atomic_folder``)."""
     out.mkdir(parents=True)
     n = len(rows)
     images = allocated_memmap(out / "images.npy", np.uint8, (n, size, size, 3))

@@ -22,4 +22,6 @@ per GB (0.77 GB/s on the 2-core development machine), some 3 s per open of an RR
 SD 1.x versions may share one VAE: ``--reuse-latents OTHER_CACHE`` hard-links (or copies) the
 latents of another backbone's cache when its recorded VAE sha256, image size and data identity
 equal this one's, and computes them otherwise; either way it says which it did.
+
+Imports: the basics, ``data`` (prepared splits) and ``models`` (the frozen backbone).
 """

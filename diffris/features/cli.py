@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_cache_features(args: argparse.Namespace) -> int:
     from diffris.features.build import CacheRequest, build_cache
     from diffris.features.checks import TapSettings, read_cache_info
-    from diffris.run_folder import set_cpu_threads
+    from diffris.determinism import set_cpu_threads
 
     set_cpu_threads(args.cpu_threads)
     taps = TapSettings(args.timestep, args.latent_scaling) if args.unet_taps else None

@@ -1,4 +1,11 @@
-"""DiffRIS and its ablation variants: frozen Stable Diffusion backbone, CP-adapter, decoders."""
+"""DiffRIS and its ablation variants: frozen Stable Diffusion backbone, CP-adapter, decoders.
+
+Owns the network: its config, the SD-shaped architectures, the frozen backbone and its feature
+taps, getting weights into a diffusers folder, the CP-adapter, PCMRD, the decoders and the loss.
+
+Imports: the shared basics only. Every later stage builds on it; it sits before ``pretraining``
+because pretraining trains the SD-shaped networks defined here (models never imports pretraining).
+"""
 
 from diffris.models.config import (
     CAMDConfig,

@@ -8,5 +8,9 @@
 - ``comparison``: ``comparison.md``, regenerated against paper cell by cell, with intervals;
 - ``check``: ``diffris check-results``, a rerun against the committed tables and intervals.
 
-Which experiment, dataset and split feed each row is set in params.yaml (``tables``, ``figures``).
+Also ``curves`` (training curves as CSV, from each run's log). Which experiment, dataset and
+split feed each row is set in params.yaml (``tables``, ``figures``).
+
+Imports: the basics and ``training`` (the metrics, the run log). It reads what evaluation wrote
+(metrics JSON, per-sample CSVs) as files, and never builds a model.
 """

@@ -1,4 +1,4 @@
-"""`diffris report-tables`, `report-figures`, `report-comparison`, `report-curves`, `report-costs`
+"""`diffris report-tables`, `report-figures`, `report-comparison`, `report-curves`
 and `check-results`."""
 
 from __future__ import annotations
@@ -75,20 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     curves.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
     curves.set_defaults(handler=run_curves)
 
-    costs = sub.add_parser(
-        "report-costs",
-        help="runtime and memory of every benchmarked job, from Snakemake's benchmark files (CSV + Markdown)",
-        description="Reads BENCHMARKS/<scale>/<rule>/<job>.tsv of every pretraining, feature-cache, "
-        "training and evaluation job of the scale (Snakemake's `benchmark:` files) and writes OUT "
-        "(rule, job, runtime_s, max_rss_mb, cpu_time_s; one row per job and a total) and OUT with "
-        "suffix .md (per rule and in total). A missing benchmark file is an error naming it.",
-    )
-    costs.add_argument("--benchmarks", required=True, type=Path, help="Snakemake's benchmark files (benchmarks/jobs)")
-    costs.add_argument("--out", required=True, type=Path, help="CSV to write (benchmarks/results/jobs-<scale>.csv)")
-    costs.add_argument("--scale", help="scale of the jobs (default: params.yaml's `scale`)")
-    costs.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
-    costs.set_defaults(handler=run_costs)
-
     check = sub.add_parser(
         "check-results",
         help="a rerun against the committed results: is every cell within its committed 95 %% interval?",
@@ -147,16 +133,6 @@ def run_curves(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     paths = write_curves(params, args.scale or params["scale"], args.runs, args.out)
     print(f"wrote {len(paths)} curve files to {args.out}")
-    return 0
-
-
-def run_costs(args: argparse.Namespace) -> int:
-    from diffris.config import load_params
-    from diffris.report.costs import write_costs
-
-    params = load_params(args.params)
-    paths = write_costs(params, args.scale or params["scale"], args.benchmarks, args.out)
-    print(f"wrote {' and '.join(map(str, paths))}")
     return 0
 
 

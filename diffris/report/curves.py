@@ -14,33 +14,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
+from diffris.config import runs, seeds
 from diffris.errors import DataError
 from diffris.fileio import atomic_write
+from diffris.training.run_log import read_log
 
 STEP_COLUMNS = ("step", "epoch", "loss", "lr")
 EPOCH_COLUMNS = ("epoch", "step", "train_loss", "val_oIoU", "val_mIoU")
 VAL_METRICS = ("oIoU", "mIoU")
-
-
-def read_log(path: Path) -> list[dict]:
-    """The records of a complete ``log.jsonl``; a missing file or a broken line is a DataError."""
-    if not path.is_file():
-        raise DataError(f"{path}: no training log (is the run trained? `diffris train` writes it)")
-    records = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: not a JSON record ({err.msg})") from None
-        if not isinstance(record, dict) or record.get("kind") not in ("step", "epoch"):
-            raise DataError(f"{path}:{lineno}: expected a record with kind 'step' or 'epoch'")
-        records.append(record)
-    return records
 
 
 def _number(value: float | None, path: Path, field: str) -> str:
@@ -79,16 +62,20 @@ def curves(path: Path) -> tuple[str, str]:
     return _csv(STEP_COLUMNS, steps), _csv(EPOCH_COLUMNS, epochs)
 
 
+def curve_paths(folder: str, experiment: str, dataset: str, seed: int) -> tuple[str, str]:
+    """(per-step CSV, per-epoch CSV) of one run and seed under ``curves`` (``report-curves``)."""
+    base = f"{folder}/{experiment}/{dataset}/seed{seed}"
+    return f"{base}-steps.csv", f"{base}.csv"
+
+
 def write_curves(params: dict, scale: str, runs_dir: Path, out: Path) -> list[Path]:
     """The curves of every run and seed of ``scale`` (params.yaml); returns the files written."""
-    from diffris import pipeline
-
     written = []
-    for run in pipeline.runs(params):
-        for seed in pipeline.seeds(params, scale, run.experiment):
+    for run in runs(params):
+        for seed in seeds(params, scale, run.experiment):
             log = runs_dir / run.experiment / run.dataset / f"seed{seed}" / "log.jsonl"
             texts = curves(log)
-            for name, text in zip(pipeline.run_curves(str(out), run.experiment, run.dataset, seed), texts):
+            for name, text in zip(curve_paths(str(out), run.experiment, run.dataset, seed), texts):
                 path = Path(name)
                 atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
                 written.append(path)

@@ -21,7 +21,7 @@ the percentiles are taken. This assumes every variant has the full model's seed 
 it, a row trained once would look resolved by a difference that another seed could undo. A
 delta is ``resolved`` when its interval excludes 0.
 
-The metrics on a resample follow ``diffris.metrics``: IoU = I/U per sample (0 when U = 0),
+The metrics on a resample follow ``diffris.training.metrics``: IoU = I/U per sample (0 when U = 0),
 oIoU = ΣI/ΣU (0 when ΣU = 0), mIoU = mean IoU, Pr@X = share of samples with IoU ≥ X, all in
 percent. The indices come from ``numpy.random.default_rng(BOOTSTRAP_SEED)`` and depend only on
 the number of samples, so every table, row and seed of a split shares them and the output is
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from diffris.errors import DataError
-from diffris.metrics import METRIC_KEYS, PRECISION_THRESHOLDS, metrics_from_counts
+from diffris.training.metrics import METRIC_KEYS, PRECISION_THRESHOLDS, metrics_from_counts
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -61,7 +61,7 @@ class PerSample:
 
     @property
     def ious(self) -> np.ndarray:
-        """IoU per sample as a fraction, 0 where the union is empty (``diffris.metrics.sample_iou``)."""
+        """IoU per sample as a fraction, 0 where the union is empty (``diffris.training.metrics.sample_iou``)."""
         safe = np.where(self.unions > 0, self.unions, 1)
         return np.where(self.unions > 0, self.intersections / safe, 0.0)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffris.errors import DataError
-from diffris.metrics import METRIC_KEYS
+from diffris.training.metrics import METRIC_KEYS
 
 SPLITS = ("val", "test")
 SOURCE = "source"

@@ -29,7 +29,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from diffris.errors import ConfigError, DataError
-from diffris.metrics import METRIC_KEYS
+from diffris.training.metrics import METRIC_KEYS
 from diffris.report.intervals import (
     CellInterval,
     RowEvaluations,
@@ -261,11 +261,14 @@ def interval_table(table: Table, spec: TableSpec, evaluated: Evaluated) -> Table
 
 
 def _interval_line(label: str, split: str, metric: str, cell: CellInterval) -> dict[str, str]:
+    return {"label": label, "split": split, "metric": metric, **interval_fields(cell)}
+
+
+def interval_fields(cell: CellInterval) -> dict[str, str]:
+    """The columns every intervals CSV shares (tables, studies): mean, std, seeds, samples, the
+    95 % interval, and the delta against the reference row with its interval and ``resolved``."""
     delta = cell.delta
     return {
-        "label": label,
-        "split": split,
-        "metric": metric,
         "mean": format_interval_number(cell.mean),
         "std": format_interval_number(cell.std),
         "seeds": str(cell.seeds),
@@ -308,7 +311,7 @@ def build_report(
 ) -> tuple[dict[str, Table], dict[str, Table]]:
     """Every table of params.yaml ``tables`` (in ``TABLE_NAMES`` order) and its intervals table
     (``<name>-intervals``), from the evaluations of every seed of ``scale`` (default: params')."""
-    from diffris.pipeline import seeds
+    from diffris.config import seeds
 
     every = table_specs(params)
     specs = {name: every[name] for name in TABLE_NAMES if name in every}

@@ -114,7 +114,7 @@ def analyse_split(
     from tqdm.auto import tqdm
 
     from diffris.features.datasets import model_inputs
-    from diffris.metrics import sample_iou
+    from diffris.training.metrics import sample_iou
 
     was_training = model.training
     model.eval()
@@ -348,25 +348,18 @@ def run_attention_maps(args: argparse.Namespace) -> int:
 def study_run(run: Path, split: str, data: Path | None, backbone_dir: Path | None, samples: int,
               batch_size: int | None, stride: int | None) -> tuple[Analysis, dict]:  # fmt: skip
     """Load the run as ``evaluate_run`` does (live backbone) and analyse the split."""
-    import torch
-
-    from diffris.evaluate import NUM_FIGURES, figure_indices
+    from diffris.evaluation.evaluate import NUM_FIGURES, figure_indices, load_for_evaluation
     from diffris.features.datasets import open_split
-    from diffris.run_folder import check_prepared, load_trained_model, mixed_precision, set_cpu_threads
 
-    model, config, _ = load_trained_model(run, backbone_dir)
-    train = config["train"]
-    set_cpu_threads(train.get("cpu_threads", 0))
-    data = Path(data or config["data"])
-    check_prepared(data, config["dataset"], config["image_size"], split)
-    dataset = open_split(data, split, model, None)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    # the live UNet as built: the recorders hook into its attention modules
+    setup = load_for_evaluation(run, split, data, backbone_dir, batch_size, fast_paths=False)
+    dataset = open_split(setup.data, split, setup.model, None)
     keep = tuple(figure_indices(len(dataset), max(samples, NUM_FIGURES))[:samples])  # evaluate's kept PNGs
+    settings = setup.settings
     analysis = analyse_split(
-        model, dataset, batch_size or train["eval_batch_size"], device, keep, stride,
-        autocast=mixed_precision(train["mixed_precision"]) == "bf16",
+        setup.model, dataset, settings["batch_size"], settings["device"], keep, stride, autocast=settings["autocast"],
     )  # fmt: skip
+    config = setup.config
     return analysis, config
 
 

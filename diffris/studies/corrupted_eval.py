@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from diffris.data.dataset import PreparedSplit, pixel_values
-from diffris.evaluate import EvalResult, _report, evaluate_model
+from diffris.evaluation.evaluate import load_for_evaluation
 from diffris.fileio import atomic_folder, check_out, write_json
-from diffris.run_folder import check_prepared, load_trained_model, mixed_precision, set_cpu_threads
 from diffris.studies.corruptions import condition_name, corrupt
+from diffris.training.validation import EvalResult, evaluate_model
 from diffris.studies.corruptions import parameters as corruption_parameters
 
 COMMAND = "evaluate-corrupted"
@@ -64,37 +64,23 @@ def evaluate_corrupted(
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``run`` on ``split`` clean and under each condition; returns each condition's metrics."""
     check_out(Path(out), COMMAND, [run, data, backbone_dir])
-    model, config, info = load_trained_model(run, backbone_dir)
-    train = config["train"]
-    set_cpu_threads(train.get("cpu_threads", 0))
-    data = Path(data or config["data"])
-    check_prepared(data, config["dataset"], config["image_size"], split)
+    setup = load_for_evaluation(run, split, data, backbone_dir, batch_size)  # as `diffris evaluate`
+    model, data = setup.model, setup.data
     base = PreparedSplit(data, split, pixels=False)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    model.backbone.use_fast_paths(train.get("channels_last", False), False, train.get("compile", False))
-    settings = {  # as diffris.evaluate.evaluate_run, without prediction PNGs
-        "batch_size": batch_size or train["eval_batch_size"],
-        "device": device,
-        "autocast": mixed_precision(train["mixed_precision"]) == "bf16",
-        "memory_format": torch.channels_last if train.get("channels_last") else None,
-    }
     summary: dict[str, dict[str, float]] = {}
 
     def write(folder: Path) -> None:
         for corruption, severity in tqdm(conditions(corruptions, severities), desc="conditions", unit="condition"):
             name = condition_name(corruption, severity)
-            result = evaluate_model(model, CorruptedSplit(base, corruption, severity), **settings)
-            report = _report(config, info, split, len(base), False)
+            result = evaluate_model(model, CorruptedSplit(base, corruption, severity), **setup.settings)
+            report = setup.report(split, len(base))
             report["condition"] = condition_record(corruption, severity)
-            if model.backbone.hub is not None:
-                report["backbone"] = model.backbone.hub
             report["metrics"] = result.rounded_metrics()
             if result.assignment:
                 report["assignment"] = result.assignment
             write_evaluation(folder, name, report, result)
             summary[name] = report["metrics"]
-        write_json(folder / SUMMARY_FILE, {**_report(config, info, split, len(base), False), "conditions": summary})
+        write_json(folder / SUMMARY_FILE, {**setup.report(split, len(base)), "conditions": summary})
 
     atomic_folder(Path(out), write, COMMAND, [run, data, backbone_dir])
     return summary

@@ -53,7 +53,7 @@ def build_variant(params: dict, config: ModelConfig, device: torch.device, backb
     backbone is built once per backbone name and shared by the variants in ``backbones``."""
     import torch
 
-    from diffris.backbones import architecture_of
+    from diffris.pretraining.backbones import architecture_of
     from diffris.models.backbone import FrozenBackbone
     from diffris.models.config import backbone_spec
     from diffris.models.model import DiffRIS
@@ -148,7 +148,7 @@ def training_peak(model: DiffRIS, inputs: dict, mask: torch.Tensor, device: torc
     """Peak bytes allocated by one real training step on a GPU (weights included); None on a CPU."""
     import torch
 
-    from diffris.train import param_groups
+    from diffris.training.trainer import param_groups
 
     if device.type != "cuda":
         return None

@@ -1,6 +1,6 @@
 """The studies' job lists, derived from params.yaml ``studies`` (docs/studies.md).
 
-Like ``diffris.pipeline`` for the tables, this names what to train, evaluate and report, and
+Like ``diffris.pipeline.jobs`` for the tables, this names what to train, evaluate and report, and
 both Snakemake (``workflow/rules/studies.smk``) and ``studies/dvc.yaml`` read it. A study names
 experiments; an experiment whose model at the scale equals a table experiment's (or an earlier
 study experiment's) reuses that run, seeds included, so nothing is trained twice.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from diffris.config import scale_params
 from diffris.errors import ConfigError
 from diffris.models.config import config_from_params, merge_overrides
-from diffris.pipeline import Evaluation, Run, runs, seeds
+from diffris.config import Evaluation, Run, runs, seeds
 
 VARIANT_STUDIES = ("gumbel-tau", "loss", "order")  # rows of experiments: diffris.studies.variants
 STUDY_NAMES = (*VARIANT_STUDIES, "touching", "corruptions", "cost", "attention")
@@ -179,9 +179,7 @@ def study_outputs(params: dict, scale: str) -> list[str]:
 
 
 def _backbone_dir(params: dict, scale: str, experiment: str) -> str:
-    from diffris.pipeline import backbone_of
-
-    return f"models/backbones/{backbone_of(params, scale, experiment)}"
+    return f"models/backbones/{config_from_params(params, experiment, scale).backbone}"
 
 
 def touching_data(scale: str) -> str:

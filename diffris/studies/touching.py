@@ -258,7 +258,7 @@ def write_raw(out: Path, per_bin: int, size: int, seed: int) -> list[dict]:
 def make_touching(out: Path, image_size: int, raw_image_size: int, per_bin: int, seed: int) -> dict:
     """Generate, then prepare with ``diffris.data.prepare``, into ``out`` (atomically); returns
     the summary."""
-    from diffris.data.prepare import _prepare_split, check_image_size
+    from diffris.data.prepare import check_image_size, prepare_split
     from diffris.data.readers import read_raw
     check_image_size(image_size)
     if per_bin < 1:
@@ -272,7 +272,7 @@ def make_touching(out: Path, image_size: int, raw_image_size: int, per_bin: int,
         rows = read_raw(DATASET, tmp / RAW_DIR)
         if [row.sample_id for row in rows] != [b["id"] for b in bins]:
             raise RuntimeError("the RRSIS-D reader returned the samples in another order than written")
-        summary["splits"][SPLIT] = _prepare_split(rows, tmp / SPLIT, image_size, f"{DATASET}-touching/{SPLIT}")
+        summary["splits"][SPLIT] = prepare_split(rows, tmp / SPLIT, image_size, f"{DATASET}-touching/{SPLIT}")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         (tmp / BINS_FILE).write_text(bins_csv(bins))
         info = {

@@ -26,7 +26,7 @@ from diffris.report.intervals import (
     resample_indices,
     row_intervals,
 )
-from diffris.report.tables import format_interval_number as number
+from diffris.report.tables import interval_fields
 
 TOUCHING_COLUMNS = (
     "bin", "assignment", "metric", "mean", "std", "seeds", "samples", "ci_low", "ci_high",
@@ -34,6 +34,7 @@ TOUCHING_COLUMNS = (
 )  # fmt: skip
 REPORT_METRICS = ("oIoU", "mIoU")
 ALL = "all"
+
 
 def read_bins(path: Path) -> list[tuple[str, str]]:
     """(id, bin) per sample of a bins.csv, in index order."""
@@ -81,26 +82,7 @@ def touching_report(hard: list[PerSample], soft: list[PerSample], bins: list[tup
         cells = {"hard": row_intervals(rows["hard"], indices, full=rows["soft"]), "soft": row_intervals(rows["soft"], indices)}
         for assignment in ("hard", "soft"):
             for metric in REPORT_METRICS:
-                cell = cells[assignment][metric]
-                delta = cell.delta
-                no_delta = delta is None
-                lines.append(
-                    {
-                        "bin": name,
-                        "assignment": assignment,
-                        "metric": metric,
-                        "mean": number(cell.mean),
-                        "std": number(cell.std),
-                        "seeds": str(cell.seeds),
-                        "samples": str(cell.samples),
-                        "ci_low": number(cell.low),
-                        "ci_high": number(cell.high),
-                        "delta": number(None if no_delta else delta.value),
-                        "delta_ci_low": number(None if no_delta else delta.low),
-                        "delta_ci_high": number(None if no_delta else delta.high),
-                        "resolved": "" if no_delta else ("yes" if delta.resolved else "no"),
-                    }
-                )
+                lines.append({"bin": name, "assignment": assignment, "metric": metric, **interval_fields(cells[assignment][metric])})
     return lines
 
 

@@ -21,15 +21,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import seaborn as sns
-from matplotlib.figure import Figure
 
 from diffris.errors import ConfigError
-from diffris.metrics import METRIC_KEYS
-from diffris.report.figures import save_figure
 from diffris.report.intervals import (
     CellInterval,
     RowEvaluations,
@@ -43,8 +39,12 @@ from diffris.report.intervals import (
     seed_noise,
 )
 from diffris.report.table_csv import Table, write_table
-from diffris.report.tables import format_interval_number, metrics_path, read_metrics
+from diffris.report.tables import format_interval_number, interval_fields, metrics_path, read_metrics
 from diffris.studies.plan import VARIANT_STUDIES, study_settings, trained_as, variant_evaluations
+from diffris.training.metrics import METRIC_KEYS
+
+if TYPE_CHECKING:  # pandas, seaborn and matplotlib load only to draw: the CLI's parser stays fast
+    from matplotlib.figure import Figure
 
 COLUMNS = (
     "dataset", "split", "label", "experiment", "metric", "mean", "std", "seeds", "samples",
@@ -78,13 +78,7 @@ def _line(dataset: str, split: str, label: str, experiment: str, metric: str, **
 
 
 def _cell_line(dataset, split, label, experiment, metric, cell: CellInterval) -> dict[str, str]:
-    delta = cell.delta
-    return _line(
-        dataset, split, label, experiment, metric,
-        mean=cell.mean, std=cell.std, seeds=str(cell.seeds), samples=str(cell.samples), ci_low=cell.low, ci_high=cell.high,
-        delta=None if delta is None else delta.value, delta_ci_low=None if delta is None else delta.low,
-        delta_ci_high=None if delta is None else delta.high, resolved="" if delta is None else ("yes" if delta.resolved else "no"),
-    )  # fmt: skip
+    return _line(dataset, split, label, experiment, metric, **interval_fields(cell))
 
 
 def _diagnostic_lines(dataset, split, label, experiment, diagnostics: list[dict]) -> list[dict[str, str]]:
@@ -108,7 +102,7 @@ def contrast(rows: list[RowEvaluations], weights: tuple[int, ...], indices: np.n
 
 def study_table(params: dict, scale: str, name: str, metrics_dir: Path) -> Table:
     """One study's lines: every row's metrics (and diagnostics) per evaluation, then any contrasts."""
-    from diffris.pipeline import seeds
+    from diffris.config import seeds
 
     settings = study_settings(params, scale)
     if name not in settings:
@@ -142,6 +136,10 @@ def study_table(params: dict, scale: str, name: str, metrics_dir: Path) -> Table
 def plot_study(table: Table, title: str) -> Figure:
     """mIoU and oIoU of every row with its interval, one panel per (dataset, split) and metric;
     the assignment's tokens in use per stage below, where the rows have them."""
+    import pandas as pd
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
     frame = pd.DataFrame.from_records(table.rows)
     metrics = frame[frame["metric"].isin(["oIoU", "mIoU"]) & (frame["mean"] != "")]
     tokens = frame[frame["metric"].str.endswith(" tokens_used")]
@@ -187,6 +185,8 @@ def write_study(params: dict, scale: str, name: str, metrics_dir: Path, out_dir:
     table = study_table(params, scale, name, metrics_dir)
     csv_path, png_path = Path(out_dir) / f"{name}.csv", Path(out_dir) / f"{name}.png"
     write_table(table, csv_path)
+    from diffris.report.figures import save_figure
+
     save_figure(plot_study(table, f"{STUDY_TITLES[name]} ({scale})"), png_path)
     return [csv_path, png_path]
 

@@ -6,17 +6,18 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from diffris import pipeline
+from diffris.pipeline import jobs
 from diffris.studies import plan as study_plan
 from diffris.studies.plan import study_settings
 
 SCALE = config["scale"]
-RUNS = pipeline.runs(config)
-EVALS = pipeline.evaluations(config)
+RUNS = jobs.runs(config)
+EVALS = jobs.evaluations(config)
 TABLES = [*config["tables"]]
 FIRST_SEED = config["seed"]  # the qualitative figures show the first seed's predictions
 FIGURES = ["fig5", "fig6", "fig7", "fig8", "assignment"]  # assignment: PCMRD diagnostics (docs/model.md)
-TRAIN_CODE = pipeline.TRAIN_CODE
+TRAIN_CODE = jobs.TRAIN_CODE
+EVAL_CODE = jobs.EVAL_CODE
 # The software of every job: a conda env that pip-installs this package with constraints.txt
 # (used with `--sdm conda`, e.g. on GPU nodes; locally the .venv runs the jobs). Relative to workflow/rules/.
 ENV = "../envs/diffris.yaml"
@@ -29,21 +30,21 @@ def code(*packages):
 
 def log_of(rule, job):
     """logs/<scale>/<rule>/<job>.log (logs/<rule>/<job>.log for a scale-free rule); job: wildcards as a path."""
-    return pipeline.job_file(pipeline.LOGS, "{scale}", rule, job, ".log")
+    return jobs.job_file(jobs.LOGS, "{scale}", rule, job, ".log")
 
 
 def benchmark_of(rule, job):
     """benchmarks/jobs/<scale>/<rule>/<job>.tsv: gathered by `diffris report-costs` (rule costs)."""
-    return pipeline.job_file(pipeline.BENCHMARKS, "{scale}", rule, job, ".tsv")
+    return jobs.job_file(jobs.BENCHMARKS, "{scale}", rule, job, ".tsv")
 
 
 def backbone(wildcards):
-    return pipeline.backbone_of(config, wildcards.scale, wildcards.experiment)
+    return jobs.backbone_of(config, wildcards.scale, wildcards.experiment)
 
 
 def run_config(wildcards):
     """What a run depends on in params.yaml, as Snakemake `params` (a change reruns the job)."""
-    return pipeline.run_params(config, wildcards.scale, wildcards.experiment, wildcards.dataset, int(wildcards.seed))
+    return jobs.run_params(config, wildcards.scale, wildcards.experiment, wildcards.dataset, int(wildcards.seed))
 
 
 def cpu_threads(wildcards):
@@ -53,29 +54,29 @@ def cpu_threads(wildcards):
 def evaluation_files(wildcards, *suffixes):
     """Every evaluation's files (``.json``, ``.csv``) of every seed at the scale: the report's inputs."""
     scale = wildcards.scale
-    return [f"{e.base(scale, seed)}{s}" for e in EVALS for seed in pipeline.seeds(config, scale, e.experiment) for s in suffixes]
+    return [f"{e.base(scale, seed)}{s}" for e in EVALS for seed in jobs.seeds(config, scale, e.experiment) for s in suffixes]
 
 
 def trained_files(wildcards):
     """Every run's trained.json at the scale (written last, after log.jsonl): report-curves' inputs."""
-    return [f"{r.folder(wildcards.scale, s)}/trained.json" for r in RUNS for s in pipeline.seeds(config, wildcards.scale, r.experiment)]
+    return [f"{r.folder(wildcards.scale, s)}/trained.json" for r in RUNS for s in jobs.seeds(config, wildcards.scale, r.experiment)]
 
 
 # --- data, weights, feature caches
 
 
 def pretraining_input(wildcards):
-    run = pipeline.pretrained_from(config, wildcards.backbone)
+    run = jobs.pretrained_from(config, wildcards.backbone)
     return [f"models/pretrained/{run}/summary.json"] if run else []
 
 
 def feature_cache(wildcards):
-    return pipeline.FeatureCache(wildcards.dataset, wildcards.backbone)
+    return jobs.FeatureCache(wildcards.dataset, wildcards.backbone)
 
 
 def latent_donor_input(wildcards):
     """The cache whose latents this one may reuse (same VAE sha256, checked when it runs)."""
-    donor = pipeline.latent_donor(config, wildcards.scale, feature_cache(wildcards))
+    donor = jobs.latent_donor(config, wildcards.scale, feature_cache(wildcards))
     return [f"{donor.folder(wildcards.scale)}/cache.json"] if donor else []
 
 
@@ -83,12 +84,12 @@ def features_input(wildcards):
     """A run's feature cache, when the scale enables caches. Not ancient: a rebuilt cache must
     rerun its runs in the same pass (Snakemake does not check the params of a job downstream of
     one that reruns, so a text_max_length change would otherwise need a second pass)."""
-    cache = pipeline.feature_cache_of(config, wildcards.scale, wildcards.experiment, wildcards.dataset)
+    cache = jobs.feature_cache_of(config, wildcards.scale, wildcards.experiment, wildcards.dataset)
     return [f"{cache.folder(wildcards.scale)}/cache.json", *code("features")] if cache else []
 
 
 def features_option(wildcards):
-    return pipeline.features_option(config, wildcards.scale, wildcards.experiment, wildcards.dataset)
+    return jobs.features_option(config, wildcards.scale, wildcards.experiment, wildcards.dataset)
 
 
 # --- evaluation
@@ -152,10 +153,10 @@ def study_evaluation_files(wildcards, study):
     settings = study_settings(config, wildcards.scale)[study]
     experiments = [study_plan.trained_as(config, wildcards.scale, e) for e in [settings["reference"], *(r["experiment"] for r in settings["rows"])]]
     return [
-        f"{pipeline.Evaluation(e, ds, split).base(wildcards.scale, seed)}{suffix}"
+        f"{jobs.Evaluation(e, ds, split).base(wildcards.scale, seed)}{suffix}"
         for e in dict.fromkeys(experiments)
         for ds, split in study_plan.variant_evaluations(settings)
-        for seed in pipeline.seeds(config, wildcards.scale, e)
+        for seed in jobs.seeds(config, wildcards.scale, e)
         for suffix in (".json", ".csv")
     ]
 

@@ -12,7 +12,7 @@ rule evaluate:
         "runs/{scale}/{experiment}/{dataset}/seed{seed}/trained.json",  # train writes it last: a failed run reruns
         ancient("data/prepared/{scale}/{dataset}/summary.json"),
         features_input,
-        TRAIN_CODE,
+        EVAL_CODE,
     params:
         backbone=backbone,
         features=features_option,

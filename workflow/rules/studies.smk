@@ -58,7 +58,7 @@ rule evaluate_touching:
         "runs/{scale}/{experiment}/rrsisd/seed{seed}/model.safetensors",
         "runs/{scale}/{experiment}/rrsisd/seed{seed}/trained.json",
         "data/prepared/{scale}/rrsisd-touching/summary.json",
-        TRAIN_CODE,
+        EVAL_CODE,
     params:
         cmd=lambda w: study_plan.touching_evaluate_cmd(config, w.scale, study_run(w, "rrsisd")),
     log:
@@ -97,7 +97,7 @@ rule evaluate_corrupted:
         "runs/{scale}/{experiment}/{dataset}/seed{seed}/model.safetensors",
         "runs/{scale}/{experiment}/{dataset}/seed{seed}/trained.json",
         ancient("data/prepared/{scale}/{dataset}/summary.json"),
-        TRAIN_CODE,
+        EVAL_CODE,
         study_plan.STUDY_CODE["corrupted"],
     params:
         settings=lambda w: {k: v for k, v in study_settings(config, w.scale)["corruptions"].items() if k in ("corruptions", "severities")},
@@ -171,7 +171,7 @@ rule attention_maps:
         png=report("results/{scale}/studies/attention-{figure}.png", category="Studies", labels={"study": "attention", "file": "{figure} figure"}),
     input:
         lambda w: attention_inputs(w),
-        TRAIN_CODE,
+        EVAL_CODE,
         study_plan.STUDY_CODE["attention"],
     params:
         cmd=lambda w: study_plan.attention_cmd(config, w.scale, w.figure),

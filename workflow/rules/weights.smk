@@ -8,7 +8,7 @@ rule fetch_weights:
     input:
         pretraining_input,
         code("models"),
-        "diffris/backbones.py",
+        "diffris/pretraining/backbones.py",
     params:
         spec=lambda w: config["backbones"][w.backbone],
         cmd=lambda w: pipeline.fetch_weights_cmd(config, w.backbone),

@@ -1,7 +1,9 @@
-"""Evaluation of a trained run on a prepared split, the LAVT/RMSIN way (see ``diffris.metrics``).
+"""Evaluation of a trained run on a prepared split, the LAVT/RMSIN way: the scoring loop is
+training's validation (``diffris.training.validation``), run on a finished run.
 
-One sample per expression; the prediction is the argmax of the two logits at the network
-resolution, compared with the mask that ``prepare`` resized (nearest) to that resolution.
+``load_for_evaluation`` is the one set-up that ``diffris evaluate``, the corrupted evaluation and
+the attention maps share: the run's model and selected weights, its threads, the prepared-data
+check, the device and the scoring settings.
 
 ``evaluate_run`` writes, for ``--out results/.../test.json``:
 
@@ -18,52 +20,80 @@ the text must lose accuracy.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
-from diffris.features.datasets import SwappedExpressions, model_inputs, open_split
+from diffris.determinism import set_cpu_threads
+from diffris.features.datasets import SwappedExpressions, open_split
 from diffris.fileio import OutputError, check_inputs, write_json
-from diffris.metrics import metrics_from_counts, sample_iou
-from diffris.models.pcmrd import AssignmentMonitor
-from diffris.run_folder import LOG_FILE, check_prepared, load_trained_model, mixed_precision, set_cpu_threads
+from diffris.training.run_folder import LOG_FILE, check_prepared, load_trained_model, mixed_precision
+from diffris.training.run_log import read_log
+from diffris.training.validation import EvalResult, evaluate_model
 
-DECIMALS = 4
 NUM_FIGURES = 4
 
 
 @dataclass
-class EvalResult:
-    """Per-sample I and U of one split, in split order, and the kept prediction masks."""
+class EvalSetup:
+    """A finished run loaded for evaluation; ``settings`` are ``evaluate_model``'s keyword
+    arguments (batch size, device, bf16 autocast, memory format)."""
 
-    indices: list[int] = field(default_factory=list)
-    sample_ids: list[str] = field(default_factory=list)
-    expressions: list[str] = field(default_factory=list)
-    intersections: list[int] = field(default_factory=list)
-    unions: list[int] = field(default_factory=list)
-    predictions: dict[int, np.ndarray] = field(default_factory=dict)
-    assignment: dict[str, dict[str, float]] = field(default_factory=dict)  # PCMRD stages' diagnostics
+    model: torch.nn.Module
+    config: dict
+    info: dict
+    data: Path
+    settings: dict
 
-    def metrics(self) -> dict[str, float]:
-        return metrics_from_counts(self.intersections, self.unions)
+    def report(self, split: str, num_samples: int, shuffled: bool = False) -> dict:
+        """The head of a metrics JSON: what was evaluated, and with which checkpoint."""
+        config = self.config
+        report = {
+            "experiment": config["experiment"],
+            "dataset": config["dataset"],
+            "scale": config["scale"],
+            "split": split,
+            "num_samples": num_samples,
+            "checkpoint": {key: self.info[key] for key in ("selected", "epoch", "global_step")},
+            "shuffle_expressions": shuffled,
+        }
+        if self.model.backbone.hub is not None:
+            report["backbone"] = self.model.backbone.hub  # a Hub backbone's repository and resolved commit
+        return report
 
-    def rounded_metrics(self) -> dict[str, float]:
-        return {key: round(value, DECIMALS) for key, value in self.metrics().items()}
 
-    def write_csv(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["index", "id", "expression", "I", "U", "IoU"])
-            for row in zip(self.indices, self.sample_ids, self.expressions, self.intersections, self.unions):
-                writer.writerow([*row, f"{sample_iou(row[3], row[4]):.6f}"])
+def load_for_evaluation(
+    run: Path,
+    split: str,
+    data: Path | None = None,
+    backbone_dir: Path | None = None,
+    batch_size: int | None = None,
+    fast_paths: bool = True,
+) -> EvalSetup:
+    """A finished run's model with its selected weights on the device, its threads set, and its
+    prepared ``split`` checked. ``fast_paths=False`` leaves the UNet as built (no channels-last,
+    no compile), for code that hooks into its modules."""
+    model, config, info = load_trained_model(run, backbone_dir)
+    train = config["train"]
+    set_cpu_threads(train.get("cpu_threads", 0))
+    data = Path(data or config["data"])
+    check_prepared(data, config["dataset"], config["image_size"], split)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if fast_paths:
+        model.backbone.use_fast_paths(train.get("channels_last", False), False, train.get("compile", False))
+    settings = {
+        "batch_size": batch_size or train["eval_batch_size"],
+        "device": device,
+        "autocast": mixed_precision(train["mixed_precision"]) == "bf16",
+        "memory_format": torch.channels_last if train.get("channels_last") and fast_paths else None,
+    }
+    return EvalSetup(model, config, info, data, settings)
 
 
 def shuffled_sources(num_samples: int, seed: int) -> list[int]:
@@ -85,46 +115,6 @@ def figure_indices(num_samples: int, count: int = NUM_FIGURES) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, num_samples - 1, min(count, num_samples)).round()})
 
 
-@torch.no_grad()
-def evaluate_model(
-    model: torch.nn.Module,
-    dataset: torch.utils.data.Dataset,
-    batch_size: int,
-    device: torch.device,
-    keep: tuple[int, ...] = (),
-    autocast: bool = False,
-    memory_format: torch.memory_format | None = None,
-) -> EvalResult:
-    """Run ``model`` over ``dataset`` (prepared pixels or cached features, see
-    ``diffris.features``) in order."""
-    was_training = model.training
-    model.eval()
-    result = EvalResult()
-    monitor = AssignmentMonitor(model)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda"
-    )
-    for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False, dynamic_ncols=True):
-        indices = batch["index"].tolist()
-        texts = list(batch["expression"])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(**model_inputs(model, batch, device, memory_format))
-        monitor.update()
-        pred = logits.argmax(dim=1) == 1  # foreground iff its logit is the larger (ties: background)
-        gt = batch["mask"].to(device)
-        result.intersections += (pred & gt).sum(dim=(1, 2)).tolist()
-        result.unions += (pred | gt).sum(dim=(1, 2)).tolist()
-        result.indices += indices
-        result.sample_ids += list(batch["sample_id"])
-        result.expressions += texts
-        for row, index in enumerate(indices):
-            if index in keep:
-                result.predictions[index] = pred[row].cpu().numpy()
-    result.assignment = monitor.read()
-    model.train(was_training)
-    return result
-
-
 def evaluate_run(
     run: Path,
     split: str,
@@ -141,29 +131,15 @@ def evaluate_run(
     With ``features`` (a cache of the run's dataset and backbone) the frozen passes are read from
     it; it is checked first and refused if it does not match."""
     check_eval_out(Path(out), [run, data, backbone_dir, features])
-    model, config, info = load_trained_model(run, backbone_dir)
-    train = config["train"]
-    set_cpu_threads(train.get("cpu_threads", 0))
-    data = Path(data or config["data"])
-    check_prepared(data, config["dataset"], config["image_size"], split)
-    dataset = open_split(data, split, model, features)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    model.backbone.use_fast_paths(train.get("channels_last", False), False, train.get("compile", False))
-    settings = {
-        "batch_size": batch_size or train["eval_batch_size"],
-        "device": device,
-        "keep": tuple(figure_indices(len(dataset), num_figures)),
-        "autocast": mixed_precision(config["train"]["mixed_precision"]) == "bf16",
-        "memory_format": torch.channels_last if train.get("channels_last") else None,
-    }
+    setup = load_for_evaluation(run, split, data, backbone_dir, batch_size)
+    model = setup.model
+    dataset = open_split(setup.data, split, model, features)
+    settings = {**setup.settings, "keep": tuple(figure_indices(len(dataset), num_figures))}
     result = evaluate_model(model, dataset, **settings)
-    report = _report(config, info, split, len(dataset), shuffle_expressions)
-    if model.backbone.hub is not None:
-        report["backbone"] = model.backbone.hub  # a Hub backbone's repository and resolved commit
+    report = setup.report(split, len(dataset), shuffle_expressions)
     if shuffle_expressions:
         report["unshuffled_metrics"] = result.rounded_metrics()
-        swapped = SwappedExpressions(dataset, shuffled_sources(len(dataset), config["seed"]))
+        swapped = SwappedExpressions(dataset, shuffled_sources(len(dataset), setup.config["seed"]))
         result = evaluate_model(model, swapped, **settings)
     report["metrics"] = result.rounded_metrics()
     if result.assignment:
@@ -178,20 +154,8 @@ def training_assignment(run: Path) -> list[dict]:
     path = run / LOG_FILE
     if not path.exists():
         return []
-    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    records = read_log(path)
     return [{"epoch": r["epoch"], **r["assignment"]} for r in records if r.get("kind") == "epoch" and "assignment" in r]
-
-
-def _report(config: dict, info: dict, split: str, num_samples: int, shuffled: bool) -> dict:
-    return {
-        "experiment": config["experiment"],
-        "dataset": config["dataset"],
-        "scale": config["scale"],
-        "split": split,
-        "num_samples": num_samples,
-        "checkpoint": {key: info[key] for key in ("selected", "epoch", "global_step")},
-        "shuffle_expressions": shuffled,
-    }
 
 
 CSV_HEADER = "index,id,expression,I,U,IoU"

@@ -131,7 +131,7 @@ def checked_run(run: Path, backbone_dir: Path | None) -> Path:
     """Refuse a run folder that is not a completed training (``trained.json``, written last,
     and the selected weights); returns ``backbone_dir`` or else the backbone folder the run was
     trained with (its ``config.json``), which must be there."""
-    from diffris.run_folder import CONFIG_FILE, DONE_FILE, MODEL_FILE, load_run_config
+    from diffris.training.run_folder import CONFIG_FILE, DONE_FILE, MODEL_FILE, load_run_config
 
     if not Path(run).is_dir():
         raise PredictError(f"--run {run}: no such folder; expected a run folder of `diffris train`")
@@ -157,7 +157,8 @@ class Predictor:
     def __init__(self, run: Path, backbone_dir: Path):
         import torch
 
-        from diffris.run_folder import load_trained_model, mixed_precision, set_cpu_threads
+        from diffris.determinism import set_cpu_threads
+        from diffris.training.run_folder import load_trained_model, mixed_precision
 
         self.model, config, _ = load_trained_model(run, backbone_dir)
         train = config["train"]

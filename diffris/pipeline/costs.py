@@ -1,6 +1,6 @@
 """The cost of a scale's jobs: Snakemake's benchmark files gathered into one table.
 
-Every benchmarked job (``diffris.pipeline.BENCHMARKED``: pretraining, feature caches, trainings,
+``diffris report-costs``. Every benchmarked job (``diffris.pipeline.jobs.BENCHMARKED``: pretraining, feature caches, trainings,
 evaluations) writes ``benchmarks/jobs/<scale>/<rule>/<job>.tsv`` when Snakemake runs it. This
 module reads them all and writes::
 
@@ -14,6 +14,7 @@ Snakemake (e.g. built by ``dvc repro``): its cost is unknown, and the command sa
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tabulate import tabulate
 
 from diffris.errors import DataError
 from diffris.fileio import atomic_write
+from diffris.pipeline import jobs
 
 COLUMNS = ("rule", "job", "runtime_s", "max_rss_mb", "cpu_time_s")
 BENCHMARK_FIELDS = {"runtime_s": "s", "max_rss_mb": "max_rss", "cpu_time_s": "cpu_time"}
@@ -68,12 +70,10 @@ def read_benchmark(path: Path, rule: str, job: str) -> JobCost:
 
 def gather(params: dict, scale: str, benchmarks: Path) -> list[JobCost]:
     """The cost of every benchmarked job of ``scale``, read from ``benchmarks`` (benchmarks/jobs)."""
-    from diffris import pipeline
-
     root = str(benchmarks)
     return [
-        read_benchmark(Path(pipeline.job_file(root, scale, rule, job, ".tsv")), rule, job)
-        for rule, job in pipeline.benchmarked_jobs(params, scale)
+        read_benchmark(Path(jobs.job_file(root, scale, rule, job, ".tsv")), rule, job)
+        for rule, job in jobs.benchmarked_jobs(params, scale)
     ]
 
 
@@ -120,3 +120,28 @@ def write_costs(params: dict, scale: str, benchmarks: Path, out: Path) -> tuple[
     atomic_write(out, lambda tmp: tmp.write_text(cost_csv(costs)))
     atomic_write(markdown, lambda tmp: tmp.write_text(cost_markdown(costs, scale)))
     return out, markdown
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    costs = sub.add_parser(
+        "report-costs",
+        help="runtime and memory of every benchmarked job, from Snakemake's benchmark files (CSV + Markdown)",
+        description="Reads BENCHMARKS/<scale>/<rule>/<job>.tsv of every pretraining, feature-cache, "
+        "training and evaluation job of the scale (Snakemake's `benchmark:` files) and writes OUT "
+        "(rule, job, runtime_s, max_rss_mb, cpu_time_s; one row per job and a total) and OUT with "
+        "suffix .md (per rule and in total). A missing benchmark file is an error naming it.",
+    )
+    costs.add_argument("--benchmarks", required=True, type=Path, help="Snakemake's benchmark files (benchmarks/jobs)")
+    costs.add_argument("--out", required=True, type=Path, help="CSV to write (benchmarks/results/jobs-<scale>.csv)")
+    costs.add_argument("--scale", help="scale of the jobs (default: params.yaml's `scale`)")
+    costs.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
+    costs.set_defaults(handler=run_costs)
+
+
+def run_costs(args: argparse.Namespace) -> int:
+    from diffris.config import load_params
+
+    params = load_params(args.params)
+    paths = write_costs(params, args.scale or params["scale"], args.benchmarks, args.out)
+    print(f"wrote {' and '.join(map(str, paths))}")
+    return 0

@@ -30,77 +30,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from diffris.config import DATASETS, scale_params
+from diffris.config import DATASETS, SHUFFLED, Evaluation, Run, evaluations, runs, scale_params, seeds
 from diffris.errors import ConfigError
+from diffris.report.curves import curve_paths
 from diffris.models.config import config_from_params
-
-BOTH_SPLITS = ("val", "test")
-SHUFFLED = "shuffled"  # a table row's `evaluation`: the shuffled-expression control of its run
-
-
-@dataclass(frozen=True, order=True)
-class Run:
-    """A trained configuration: one experiment on one dataset (trained once per seed)."""
-
-    experiment: str
-    dataset: str
-
-    def folder(self, scale: str, seed: int) -> str:
-        return f"runs/{scale}/{self.experiment}/{self.dataset}/seed{seed}"
-
-
-@dataclass(frozen=True, order=True)
-class Evaluation:
-    """A (run, split) a table or figure reads; ``shuffled``: with ``--shuffle-expressions``."""
-
-    experiment: str
-    dataset: str
-    split: str
-    shuffled: bool = False
-
-    @property
-    def run(self) -> Run:
-        return Run(self.experiment, self.dataset)
-
-    def base(self, scale: str, seed: int) -> str:
-        """The metrics path without its suffix: ``<base>.json``, ``<base>.csv``, ``<base>-predictions``."""
-        name = f"{self.split}-{SHUFFLED}" if self.shuffled else self.split
-        return f"results/{scale}/metrics/{self.experiment}/{self.dataset}/seed{seed}/{name}"
-
-
-def seeds(params: dict, scale: str, experiment: str | None = None) -> list[int]:
-    """The training seeds of ``experiment`` at ``scale``: params.yaml ``seed`` + 0..N-1 with
-    N = ``scales.<scale>.seeds``, or the first seed alone for an experiment left out of
-    ``scales.<scale>.seeded_experiments`` where that list is given (None: the most any has)."""
-    settings = scale_params(params, scale)
-    count = settings.get("seeds", 1)
-    chosen = settings.get("seeded_experiments")
-    if experiment is not None and chosen is not None and experiment not in chosen:
-        count = 1
-    return [params["seed"] + k for k in range(count)]
-
-
-def runs(params: dict) -> list[Run]:
-    """Every training run the tables and figures need, once each, sorted (each has every seed)."""
-    wanted = {Run(row["experiment"], t["dataset"]) for t in params["tables"].values() for row in t["rows"]}
-    wanted |= {Run(f["experiment"], f["dataset"]) for f in params["figures"].values()}
-    return sorted(wanted)
-
-
-def evaluations(params: dict) -> list[Evaluation]:
-    """Every (run, split) a table or figure reads, sorted; a table without `split` shows val and
-    test; a row with ``evaluation: shuffled`` reads the shuffled-expression evaluation."""
-    wanted = set()
-    for table in params["tables"].values():
-        splits = [table["split"]] if "split" in table else BOTH_SPLITS
-        wanted |= {
-            Evaluation(r["experiment"], table["dataset"], s, r.get("evaluation") == SHUFFLED)
-            for r in table["rows"]
-            for s in splits
-        }
-    wanted |= {Evaluation(f["experiment"], f["dataset"], f["split"]) for f in params["figures"].values()}
-    return sorted(wanted)
-
 
 def backbone_of(params: dict, scale: str, experiment: str) -> str:
     """The concrete backbone (e.g. ``tiny-sd-1-5``) an experiment trains on at ``scale``."""
@@ -241,18 +174,12 @@ def benchmarked_jobs(params: dict, scale: str) -> list[tuple[str, str]]:
     return jobs
 
 
-def run_curves(curves: str, experiment: str, dataset: str, seed: int) -> tuple[str, str]:
-    """(per-step CSV, per-epoch CSV) of one run and seed under ``curves`` (``report-curves``)."""
-    base = f"{curves}/{experiment}/{dataset}/seed{seed}"
-    return f"{base}-steps.csv", f"{base}.csv"
-
-
 def curve_files(params: dict, scale: str) -> list[str]:
     """``report-curves``' outputs: per run and seed, the per-epoch and the per-step CSV."""
     files = []
     for r in runs(params):
         for s in seeds(params, scale, r.experiment):
-            steps, epochs = run_curves(f"results/{scale}/curves", r.experiment, r.dataset, s)
+            steps, epochs = curve_paths(f"results/{scale}/curves", r.experiment, r.dataset, s)
             files += [epochs, steps]
     return files
 
@@ -280,5 +207,7 @@ def run_params(params: dict, scale: str, experiment: str, dataset: str, seed: in
 # The code each kind of job depends on (Snakemake inputs, DVC deps), so that a change to a table
 # formatter retrains nothing.
 CODE = {"data": "diffris/data", "models": "diffris/models", "pretraining": "diffris/pretraining", "report": "diffris/report"}
-TRAIN_CODE = [f"diffris/{name}.py" for name in ("train", "run_spec", "run_folder", "run_log", "batches", "checkpoint", "evaluate", "metrics")]
+TRAIN_MODULES = ("trainer", "run_spec", "run_folder", "run_log", "batches", "checkpoint", "validation", "metrics")
+TRAIN_CODE = [f"diffris/training/{name}.py" for name in TRAIN_MODULES]
+EVAL_CODE = [*TRAIN_CODE, "diffris/evaluation/evaluate.py"]  # evaluation loads runs and scores as validation does
 FEATURES_CODE = "diffris/features"

@@ -1,5 +1,5 @@
 """How a run's samples become optimiser steps: each epoch's order, the split of a global batch
-over processes and micro-batches, and the seed of every draw (``diffris.train``)."""
+over processes and micro-batches, and the seed of every draw (``diffris.training.trainer``)."""
 
 from __future__ import annotations
 

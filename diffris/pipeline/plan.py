@@ -104,7 +104,7 @@ def split_sizes(params: dict, scale: str, dataset: str) -> dict[str, int]:
 def run_hours(params: dict, scale: str, run, throughput: Throughput) -> dict:
     """Device-hours of one run, all its seeds: training, validation and its evaluations."""
     from diffris.config import scale_params
-    from diffris.pipeline import evaluations, seeds
+    from diffris.pipeline.jobs import evaluations, seeds
 
     train = scale_params(params, scale)["train"]
     sizes = split_sizes(params, scale, run.dataset)
@@ -126,7 +126,7 @@ def run_hours(params: dict, scale: str, run, throughput: Throughput) -> dict:
 
 def cache_hours(params: dict, scale: str, throughput: Throughput) -> dict[str, float] | None:
     """Device-hours of each feature cache (once per dataset and backbone); None without a rate."""
-    from diffris.pipeline import feature_caches
+    from diffris.pipeline.jobs import feature_caches
 
     caches = feature_caches(params, scale)
     if caches and not throughput.cache:
@@ -140,7 +140,7 @@ def cache_hours(params: dict, scale: str, throughput: Throughput) -> dict[str, f
 def plan(params: dict, scale: str, throughput: Throughput) -> str:
     from tabulate import tabulate
 
-    from diffris.pipeline import Run, backbone_of, runs
+    from diffris.pipeline.jobs import Run, backbone_of, runs
 
     hours = {run: run_hours(params, scale, run, throughput) for run in runs(params)}
     unit = throughput.unit

@@ -12,10 +12,10 @@ What it guarantees:
 - Checkpoints (``state.pt``) are written atomically at each epoch end and every
   ``checkpoint_every_steps`` steps; the same command started again resumes from the last one.
 - Only trainable parameters go into the optimiser and the checkpoints; checkpoints record the
-  backbone and refuse to load onto another (see ``diffris.checkpoint``).
+  backbone and refuse to load onto another (see ``diffris.training.checkpoint``).
 
 The run folder it writes (``config.json``, ``state.pt``, ``log.jsonl``, ``model.safetensors``,
-``trained.json`` ...) is described in ``diffris.run_folder``. Started with another config than
+``trained.json`` ...) is described in ``diffris.training.run_folder``. Started with another config than
 ``config.json``'s, a run trains in ``<out>.partial`` and is swapped in when complete, so ``out``
 keeps its weights until the new ones exist.
 """
@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from diffris.batches import BatchLayout, derive_seed, epoch_order
-from diffris.checkpoint import (
+from diffris.training.batches import BatchLayout, derive_seed, epoch_order
+from diffris.training.checkpoint import (
     load_state,
     load_trainable,
     load_weights,
@@ -44,11 +44,11 @@ from diffris.checkpoint import (
     set_rng_state,
 )
 from diffris.errors import ConfigError
-from diffris.evaluate import evaluate_model
+from diffris.training.validation import evaluate_model
 from diffris.features.datasets import model_inputs, open_split
 from diffris.fileio import MARKER, check_inputs, swap_in, write_json
 from diffris.models.pcmrd import AssignmentMonitor
-from diffris.run_folder import (
+from diffris.training.run_folder import (
     BEST_FILE,
     CONFIG_FILE,
     DONE_FILE,
@@ -65,8 +65,8 @@ from diffris.run_folder import (
     mixed_precision,
     read_run_config,
 )
-from diffris.run_log import Counters, RunLog, peak_memory_mb
-from diffris.run_spec import RunSpec
+from diffris.training.run_log import Counters, RunLog, peak_memory_mb
+from diffris.training.run_spec import RunSpec
 
 SELECT_METRIC = "oIoU"  # what "best on val" maximises (LAVT/RMSIN keep the best val oIoU)
 

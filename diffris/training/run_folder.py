@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from diffris.checkpoint import CheckpointError, load_trainable, load_weights
+from diffris.training.checkpoint import CheckpointError, load_trainable, load_weights
 from diffris.errors import DataError
 from diffris.fileio import MARKER, OutputError, foreign_files, owned_by
 
@@ -128,13 +128,6 @@ def mixed_precision(choice: str) -> str:
         supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return "bf16" if supported else "no"
     return "bf16" if choice == "bf16" else "no"
-
-
-def set_cpu_threads(count: int) -> None:
-    """Pin torch's CPU threads (``train.cpu_threads``) so that every tool that runs a job —
-    Snakemake, DVC or a user's shell — computes with the same count and gets the same bits."""
-    if count > 0:
-        torch.set_num_threads(count)
 
 
 def load_trained_model(run: Path, backbone_dir: Path | None = None) -> tuple[torch.nn.Module, dict, dict]:

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
+
+from diffris.errors import DataError
 
 
 @dataclass
@@ -78,6 +79,26 @@ def _record_before(record: dict, counters: Counters) -> bool:
 
 def peak_memory_mb() -> float:
     """Peak GPU memory allocated by torch, or the process's peak resident memory on CPU."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a complete ``log.jsonl``; a missing file or a broken line is a DataError."""
+    if not path.is_file():
+        raise DataError(f"{path}: no training log (is the run trained? `diffris train` writes it)")
+    records = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not a JSON record ({err.msg})") from None
+        if not isinstance(record, dict) or record.get("kind") not in ("step", "epoch"):
+            raise DataError(f"{path}:{lineno}: expected a record with kind 'step' or 'epoch'")
+        records.append(record)
+    return records

@@ -8,8 +8,9 @@ proves that it matches both params.yaml and `snakemake -n -p`.
 
 from __future__ import annotations
 
-from diffris.pipeline import (
+from diffris.pipeline.jobs import (
     CODE,
+    EVAL_CODE,
     FEATURES_CODE,
     SHUFFLED,
     TRAIN_CODE,
@@ -64,7 +65,7 @@ def dvc_stages(params: dict, scale: str) -> dict:
         run = pretrained_from(params, name)
         stages[f"fetch-weights-{name}"] = {
             "cmd": fetch_weights_cmd(params, name),
-            "deps": [*([f"models/pretrained/{run}"] if run else []), CODE["models"], "diffris/backbones.py"],
+            "deps": [*([f"models/pretrained/{run}"] if run else []), CODE["models"], "diffris/pretraining/backbones.py"],
             "params": [f"backbones.{name}"],
             "outs": [f"models/backbones/{name}"],
         }
@@ -140,7 +141,7 @@ def _evaluate_stage(params: dict, scale: str, ev: Evaluation, seed: int) -> dict
             f"{run}/model.safetensors",
             f"data/prepared/{scale}/{ev.dataset}",
             *_feature_deps(params, scale, ev.experiment, ev.dataset),
-            *TRAIN_CODE,
+            *EVAL_CODE,
         ],
         "metrics": [{f"{base}.json": {"cache": False}}],
         "outs": [{f"{base}.csv": {"cache": False}}, {f"{base}-predictions": {"cache": False}}],
@@ -222,7 +223,7 @@ def study_stages(params: dict, scale: str) -> dict:
         run, out = plan.attention_source(params, scale, figure), f"results/{scale}/studies/attention-{figure}"
         stages[f"study-attention-{figure}"] = {
             "cmd": plan.attention_cmd(params, scale, figure),
-            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, *plan.STUDY_CODE["attention"]],
+            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *EVAL_CODE, *plan.STUDY_CODE["attention"]],
             "outs": [{f"{out}{suffix}": {"cache": False}} for suffix in (".csv", ".png")],
         }
     return {name: {**stage, "wdir": ".."} for name, stage in stages.items()}
@@ -261,7 +262,7 @@ def _touching_stages(params: dict, scale: str) -> dict:
         base = plan.touching_base(scale, run)
         stages[f"touching-{run.experiment}-seed{run.seed}"] = {
             "cmd": plan.touching_evaluate_cmd(params, scale, run),
-            "deps": [f"{run.folder(scale)}/model.safetensors", data, *TRAIN_CODE],
+            "deps": [f"{run.folder(scale)}/model.safetensors", data, *EVAL_CODE],
             "metrics": [{f"{base}.json": {"cache": False}}],
             "outs": [{f"{base}.csv": {"cache": False}}, {f"{base}-predictions": {"cache": False}}],
         }
@@ -279,7 +280,7 @@ def _corruption_stages(params: dict, scale: str) -> dict:
         folders.append(plan.corruption_folder(scale, run))
         stages[f"corrupted-{run.experiment}-{run.dataset}-seed{run.seed}"] = {
             "cmd": plan.corruption_cmd(params, scale, run),
-            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *TRAIN_CODE, *plan.STUDY_CODE["corrupted"]],
+            "deps": [f"{run.folder(scale)}/model.safetensors", f"data/prepared/{scale}/{run.dataset}", *EVAL_CODE, *plan.STUDY_CODE["corrupted"]],
             "outs": [{folders[-1]: {"cache": False}}],
         }
     cmd = plan.corruption_report_cmd(params, scale)

@@ -1,7 +1,7 @@
 """What defines a training run before its model is built: the scale's budget and the run spec.
 
 ``run_spec_from_params`` resolves params.yaml for one (experiment, dataset, scale); the spec is
-what ``diffris train`` writes to its run folder's ``config.json`` (``diffris.run_folder``).
+what ``diffris train`` writes to its run folder's ``config.json`` (``diffris.training.run_folder``).
 """
 
 from __future__ import annotations
