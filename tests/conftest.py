@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -18,14 +20,60 @@ REPO = Path(__file__).resolve().parent.parent
 SMALL_SPLITS = {"train": 8, "val": 4, "test": 4}
 
 
+SUBPROCESS_COMMANDS = {"launch"}  # starts processes of its own: always run as the pipeline does
+IN_PROCESS_ENV = {"OMP_NUM_THREADS"}  # an ``env`` that changes only these can run in this process
+
+
 def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m diffris ...` as the pipeline does; returns the completed process."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "diffris", *map(str, args)], capture_output=True, text=True, cwd=REPO, env=env
-    )
+    """Run `diffris ...` as `python -m diffris ...` would, from the repository root; returns the
+    completed process (exit code, stdout, stderr).
+
+    Most commands run in this process, through the same ``main``: a new interpreter would spend
+    4-5 s importing torch and diffusers before doing a test's few seconds of work. ``env`` may
+    set OMP_NUM_THREADS (torch's thread count for the call); any other change to the environment,
+    or ``launch``, runs a real subprocess."""
+    argv = [str(a) for a in args]
+    changed = {k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)} if env is not None else set()
+    if argv[0] in SUBPROCESS_COMMANDS or changed - IN_PROCESS_ENV:
+        proc = subprocess.run([sys.executable, "-m", "diffris", *argv], capture_output=True, text=True, cwd=REPO, env=env)
+    else:
+        threads = int(env["OMP_NUM_THREADS"]) if "OMP_NUM_THREADS" in changed else None
+        proc = run_in_process(argv, threads)
     if check and proc.returncode != 0:
-        raise AssertionError(f"diffris {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"diffris {' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_in_process(argv: list[str], threads: int | None) -> subprocess.CompletedProcess:
+    """``diffris.cli.main(argv)`` with its output captured and the process state it may change
+    (environment, working folder, torch's thread count, accelerate's state) put back afterwards."""
+    import torch
+
+    from diffris.cli import main
+
+    saved_env, saved_cwd, saved_threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.chdir(REPO)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as done:  # argparse's usage errors, --help
+                code = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
+                if isinstance(done.code, str):
+                    print(done.code, file=sys.stderr)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
+        if "accelerate" in sys.modules:  # a later run may ask for another precision or process layout
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
+    return subprocess.CompletedProcess(["diffris", *argv], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

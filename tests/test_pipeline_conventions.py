@@ -121,6 +121,7 @@ def test_dvc_plots_draw_every_runs_curves(dvc_repo):
         assert all(float(v[y]) > 0 for v in values), name
 
 
+@pytest.mark.e2e
 def test_dvc_exp_run_with_a_changed_model_key_retrains_and_reevaluates(dvc_repo):
     metrics = dvc_repo / "results" / "ci" / "metrics" / "full" / "rrsisd" / "seed0" / "test.json"
     before = json.loads(metrics.read_text())

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ci_snakemake, run_cli
-from diffris.pipeline import jobs as pipeline_jobs
+from conftest import ci_snakemake, copy_workflow, run_cli
 from diffris.config import load_params
+from diffris.pipeline import jobs as pipeline_jobs
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return ci_snakemake(workdir, "--cores", "2", *args)
+
+
+@pytest.mark.e2e
+def test_snakemake_fetches_and_prepares_a_dataset_from_nothing(tmp_path):
+    """The fast end-to-end check of Snakemake itself: two real jobs in a fresh copy of the workflow."""
+    work = copy_workflow(tmp_path / "workflow")
+    target = "data/prepared/ci/refsegrs/summary.json"
+    proc = snakemake(work, target)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.MULTILINE)) == ["fetch", "prepare"]
+    summary = json.loads((work / target).read_text())
+    assert summary["dataset"] == "refsegrs" and summary["image_size"] == 64
+    assert snakemake(work, "-n", target).stdout.count("Nothing to be done") == 1
 
 
 @pytest.fixture(scope="module")

@@ -207,6 +207,7 @@ def test_finished_run_is_not_trained_again(assets):
     assert (run / "model.safetensors").stat().st_mtime_ns == before
 
 
+@pytest.mark.e2e
 def test_two_processes_match_one_with_the_same_global_batch(assets):
     reference = assets.run("reference")
     out = assets.root / "runs" / "two-processes"

@@ -26,7 +26,7 @@ rule prepare:
         ancient("data/raw/{scale}/{dataset}/FETCHED.json"),
         code("data"),
     params:
-        image_size=lambda w: pipeline.image_size(config, w.scale),
+        image_size=lambda w: jobs.image_size(config, w.scale),
     log:
         log_of("prepare", "{dataset}"),
     conda:

@@ -11,7 +11,7 @@ rule cache_features:
         latent_donor_input,
         code("models", "features"),
     params:
-        options=lambda w: pipeline.feature_cache_options(config, w.scale, feature_cache(w)),
+        options=lambda w: jobs.feature_cache_options(config, w.scale, feature_cache(w)),
         settings=lambda w: config["scales"][w.scale]["features"],
     log:
         log_of("cache_features", "{dataset}/{backbone}"),

@@ -99,7 +99,7 @@ rule report_costs:
     input:
         lambda w: final_outputs(w.scale),
     params:
-        benchmarks=pipeline.BENCHMARKS,
+        benchmarks=jobs.BENCHMARKS,
     log:
         log_of("report_costs", "costs"),
     conda:

@@ -11,7 +11,7 @@ rule fetch_weights:
         "diffris/pretraining/backbones.py",
     params:
         spec=lambda w: config["backbones"][w.backbone],
-        cmd=lambda w: pipeline.fetch_weights_cmd(config, w.backbone),
+        cmd=lambda w: jobs.fetch_weights_cmd(config, w.backbone),
     log:
         log_of("fetch_weights", "{backbone}"),
     conda:
