@@ -128,3 +128,20 @@ def ci_local_run(tmp_path_factory) -> Path:
     proc = ci_snakemake(work, "--cores", "2")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return work
+
+
+# --- two workers (pyproject: -n 2 --dist loadgroup) ------------------------------------------------
+# A session fixture is built once per worker, so the tests that share an expensive one go to the
+# same worker: the ci build (about 3.5 minutes) and the small trained run of test_train.py.
+SHARED_BUILDS = {
+    "ci": ("ci_local_run",),
+    "train-assets": ("assets", "evaluated", "trained", "corrupted"),
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = next((g for g, names in SHARED_BUILDS.items() if set(names) & set(item.fixturenames)), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -133,7 +133,7 @@ def test_three_seeds_give_three_runs_and_evaluations_each():
 
 
 def test_the_seed_option_reaches_the_training_run(monkeypatch, tmp_path):
-    import diffris.training.run_folder
+    import diffris.determinism
     import diffris.training.trainer
 
     seen = []
@@ -146,7 +146,7 @@ def test_the_seed_option_reaches_the_training_run(monkeypatch, tmp_path):
             return None
 
     monkeypatch.setattr(diffris.training.trainer, "Trainer", Recorder)
-    monkeypatch.setattr(diffris.training.run_folder, "set_cpu_threads", lambda count: None)  # this process keeps its threads
+    monkeypatch.setattr(diffris.determinism, "set_cpu_threads", lambda count: None)  # this process keeps its threads
     common = ["train", "--experiment", "full", "--dataset", "rrsisd", "--data", str(tmp_path), "--backbone-dir", str(tmp_path),
               "--out", str(tmp_path / "run"), "--scale", "ci"]  # fmt: skip
     assert main([*common, "--seed", "7"]) == 0 and main(common) == 0
