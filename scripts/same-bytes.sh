@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Is a change a pure move? Build the test-sized `ci` suite (every rule: fetch, prepare, pretrain,
-# fetch-weights, cache-features, train, evaluate, report) with the code of REV and with the work
-# tree, each in a fresh folder, and compare every file they write, byte for byte.
+# Is a change a pure move? Build the test-sized `ci` suite and its studies (every rule: fetch,
+# prepare, pretrain, fetch-weights, cache-features, train, evaluate, report, the studies' jobs) with
+# the code of REV and with the code of the work tree, each in a fresh folder and both from the work
+# tree's params.yaml, and compare every file they write, byte for byte.
 #
 #   scripts/same-bytes.sh [REV]      # REV: default HEAD; run from the repository root with .venv set up
 #
@@ -16,11 +17,12 @@ trap 'git -C "$root" worktree remove --force "$work/old-src" >/dev/null 2>&1 || 
 export PATH="$root/.venv/bin:$PATH"
 
 git worktree add --detach "$work/old-src" "$rev" >/dev/null
-build() {  # build SRC DEST: the workflow and code of SRC, built in DEST
+build() {  # build SRC DEST: the workflow and code of SRC, with the work tree's params, built in DEST
     mkdir -p "$2/results"
-    for name in Snakefile params.yaml workflow profiles diffris; do cp -r "$1/$name" "$2/"; done
+    for name in Snakefile workflow profiles diffris; do cp -r "$1/$name" "$2/"; done
+    cp "$root/params.yaml" "$2/"
     cp -r "$1/results/reference" "$2/results/"
-    (cd "$2" && snakemake --cores 2 --config scale=ci >"$work/$(basename "$2").log" 2>&1) ||
+    (cd "$2" && snakemake --cores 2 all studies --config scale=ci >"$work/$(basename "$2").log" 2>&1) ||
         { echo "the ci build in $2 failed; its log:"; tail -30 "$work/$(basename "$2").log"; exit 2; }
 }
 echo "building ci with $rev ..."

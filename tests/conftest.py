@@ -132,16 +132,21 @@ def ci_local_run(tmp_path_factory) -> Path:
 
 # --- two workers (pyproject: -n 2 --dist loadgroup) ------------------------------------------------
 # A session fixture is built once per worker, so the tests that share an expensive one go to the
-# same worker: the ci build (about 3.5 minutes) and the small trained run of test_train.py.
+# same worker: the ci build (about 3.5 minutes, then the studies, SLURM, DVC and iteration tests on
+# it: the longest chain, so it goes first) and the small trained run of test_train.py.
 SHARED_BUILDS = {
     "ci": ("ci_local_run",),
     "train-assets": ("assets", "evaluated", "trained", "corrupted"),
 }
 
 
+def shared_build(item: pytest.Item) -> str | None:
+    return next((g for g, names in SHARED_BUILDS.items() if set(names) & set(item.fixturenames)), None)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        group = next((g for g, names in SHARED_BUILDS.items() if set(names) & set(item.fixturenames)), None)
-        if group is not None:
+        if group := shared_build(item):
             item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: shared_build(item) != "ci")  # stable: the ci chain first, each in file order
