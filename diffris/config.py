@@ -4,6 +4,10 @@ The same JSON schema (``workflow/schemas/params.schema.yaml``) validates params.
 Snakemake's ``validate()``, and the same ``check_references`` checks the names that point from one
 section to another (the Snakefile calls it when it is parsed). Errors name the offending key path,
 e.g. ``scales.mini.image_size``. A key given twice in one mapping is an error, not "the last wins".
+
+It also names the jobs that params.yaml's tables and figures ask for (``Run``, ``Evaluation``,
+``runs``, ``evaluations``, ``seeds``): every stage from training on names its jobs with them, so
+they sit here, below all of them, rather than in the pipeline that uses them last.
 """
 
 from __future__ import annotations

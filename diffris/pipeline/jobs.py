@@ -5,6 +5,9 @@ lists, so the two tools build the same jobs. A run used by several tables is tra
 the runs are the distinct (experiment, dataset) pairs that the tables and figures name, each
 trained with every seed of the scale (``scales.<scale>.seeds``: params.yaml ``seed`` + 0..N-1).
 A table row with ``evaluation: shuffled`` adds the shuffled-expression evaluation of its run.
+The runs and evaluations themselves (``Run``, ``Evaluation``, ``runs``, ``evaluations``, ``seeds``,
+``SHUFFLED``) are defined in ``diffris.config``, where every stage can reach them; they are
+imported here so that the workflow and ``dvc_stages`` read the whole job list from this module.
 
 Paths::
 
@@ -32,8 +35,9 @@ from dataclasses import asdict, dataclass
 
 from diffris.config import DATASETS, SHUFFLED, Evaluation, Run, evaluations, runs, scale_params, seeds
 from diffris.errors import ConfigError
-from diffris.report.curves import curve_paths
 from diffris.models.config import config_from_params
+from diffris.report.curves import curve_paths
+
 
 def backbone_of(params: dict, scale: str, experiment: str) -> str:
     """The concrete backbone (e.g. ``tiny-sd-1-5``) an experiment trains on at ``scale``."""
