@@ -133,9 +133,10 @@ def ci_local_run(tmp_path_factory) -> Path:
 # --- two workers (pyproject: -n 2 --dist loadgroup) ------------------------------------------------
 # A session fixture is built once per worker, so the tests that share an expensive one go to the
 # same worker: the ci build (about 3.5 minutes, then the studies, SLURM, DVC and iteration tests on
-# it: the longest chain, so it goes first) and the small trained run of test_train.py.
+# it: the longest chain, so it goes first; the local SLURM cluster, one per machine, with it) and
+# the small trained run of test_train.py.
 SHARED_BUILDS = {
-    "ci": ("ci_local_run",),
+    "ci": ("ci_local_run", "slurm_env"),
     "train-assets": ("assets", "evaluated", "trained", "corrupted"),
 }
 

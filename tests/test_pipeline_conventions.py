@@ -1,6 +1,7 @@
 """Snakemake and DVC conventions on the session's built `ci` tree (tests/conftest.py, ci_local_run):
 a log for every job, benchmark files and the cost table, `snakemake --report`, `snakemake --lint`,
-`dvc plots` of every run's curves and `dvc exp run -S` on one evaluation (docs/pipeline.md)."""
+`dvc plots` of every run's curves and `dvc exp run -S` on one evaluation (docs/pipeline.md); and
+`dvc repro` of two stages in a fresh repository."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, ci_snakemake, run_cli
+from conftest import REPO, ci_snakemake, copy_workflow, run_cli
 from diffris.pipeline import jobs as pipeline_jobs
 from diffris.config import load_params
 
@@ -89,21 +90,36 @@ def repo_env() -> dict:
     return dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", **identity)
 
 
+def init_repo(repo: Path) -> None:
+    """``repo`` as a git + DVC repository with the project's ignore files and the ci scale's dvc.yaml."""
+    for name in (".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, repo / name)
+    run_cli("export-dvc", "--params", repo / "params.yaml", "--scale", "ci", "--out", repo / "dvc.yaml")
+    subprocess.run(["git", "-c", "init.defaultBranch=main", "init", "-q"], cwd=repo, check=True, env=repo_env())
+    dvc(repo, "init", "-q")
+
+
+@pytest.mark.e2e
+def test_dvc_repro_runs_two_stages_in_a_fresh_repository(tmp_path):
+    """The fast end-to-end check of DVC itself: fetch and prepare one dataset, then nothing to do."""
+    repo = copy_workflow(tmp_path / "repo")
+    init_repo(repo)
+    proc = dvc(repo, "repro", "prepare-refsegrs")
+    assert "Running stage 'fetch-refsegrs'" in proc.stdout and "Running stage 'prepare-refsegrs'" in proc.stdout
+    assert json.loads((repo / "data/prepared/ci/refsegrs/summary.json").read_text())["dataset"] == "refsegrs"
+    assert "up to date" in dvc(repo, "status", "prepare-refsegrs").stdout
+
+
 @pytest.fixture(scope="module")
 def dvc_repo(ci_local_run, tmp_path_factory) -> Path:
     """The built ci tree as a git + DVC repository whose dvc.yaml is the ci scale's; the outputs of
     TARGET and its ancestors adopted (`dvc commit`), everything committed."""
     repo = tmp_path_factory.mktemp("dvc") / "repo"
     shutil.copytree(ci_local_run, repo, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
-    for name in (".gitignore", ".dvcignore"):
-        shutil.copy(REPO / name, repo / name)
-    run_cli("export-dvc", "--params", repo / "params.yaml", "--scale", "ci", "--out", repo / "dvc.yaml")
-    git = ["git", "-c", "init.defaultBranch=main"]
-    subprocess.run([*git, "init", "-q"], cwd=repo, check=True, env=repo_env())
-    dvc(repo, "init", "-q")
+    init_repo(repo)
     dvc(repo, "commit", "-f", "--with-deps", TARGET, "report-curves")
-    subprocess.run([*git, "add", "-A"], cwd=repo, check=True, env=repo_env())
-    subprocess.run([*git, "commit", "-q", "-m", "ci tree"], cwd=repo, check=True, env=repo_env())
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=repo_env())
+    subprocess.run(["git", "commit", "-q", "-m", "ci tree"], cwd=repo, check=True, env=repo_env())
     return repo
 
 
@@ -121,7 +137,6 @@ def test_dvc_plots_draw_every_runs_curves(dvc_repo):
         assert all(float(v[y]) > 0 for v in values), name
 
 
-@pytest.mark.e2e
 def test_dvc_exp_run_with_a_changed_model_key_retrains_and_reevaluates(dvc_repo):
     metrics = dvc_repo / "results" / "ci" / "metrics" / "full" / "rrsisd" / "seed0" / "test.json"
     before = json.loads(metrics.read_text())

@@ -62,14 +62,31 @@ def slurm_env(tmp_path_factory):
 
 # Table 1's random-backbone control, read by Table 1 and Fig. 8 only
 SLICE = "runs/ci/random/rrsisd/seed0/model.safetensors"
+SLURM_OPTIONS = (
+    "--workflow-profile", "workflow/profiles/slurm", "--jobs", "4", "--slurm-no-account",
+    "--slurm-init-seconds-before-status-checks", "1",
+    # the profile sizes jobs for the paper scale; the test node has 2 CPUs and a few GB
+    "--default-resources", "mem_mb=1000", "runtime=30", "--set-resources", "train:mem_mb=1500",
+)  # fmt: skip
 
 
 @pytest.mark.e2e
+def test_slurm_runs_the_jobs_of_one_prepared_dataset(slurm_env, tmp_path):
+    """The fast end-to-end check of the SLURM path: fetch and prepare, each a SLURM job."""
+    work = copy_workflow(tmp_path / "workflow")
+    target = "data/prepared/ci/refsegrs/summary.json"
+    proc = ci_snakemake(work, target, *SLURM_OPTIONS, env=slurm_env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    assert log.count("has been submitted with SLURM jobid") == 2, log[-3000:]
+    assert (work / target).is_file()
+
+
 def test_a_slice_of_the_ci_suite_through_the_slurm_executor_gives_the_local_table(slurm_env, ci_local_run, tmp_path):
     """The session's built ci tree, copied with Snakemake's records, with one training forced to run
-    again: Snakemake sends that training, its evaluations and the tables to SLURM (each SLURM job pays for its own
-    Snakemake start and the plugin's status polling, about 12 s on a 2-CPU node), and the table
-    that reads them equals the local one byte for byte. DIFFRIS_SLURM_FULL_SUITE=1 builds the
+    again: Snakemake sends that training, its evaluations and the tables to SLURM (each SLURM job
+    pays for its own Snakemake start and the plugin's status polling, about 12 s on a 2-CPU node),
+    and every table equals the local one byte for byte. DIFFRIS_SLURM_FULL_SUITE=1 builds the
     whole ci suite from scratch on the cluster instead."""
     full_suite = os.environ.get("DIFFRIS_SLURM_FULL_SUITE") == "1"
     work = tmp_path / "workflow"
@@ -78,13 +95,7 @@ def test_a_slice_of_the_ci_suite_through_the_slurm_executor_gives_the_local_tabl
     else:
         shutil.copytree(ci_local_run, work, symlinks=True)
     targets = [] if full_suite else ["results/ci/tables/table1.csv", "--forcerun", SLICE]
-    proc = ci_snakemake(
-        work, *targets, "--workflow-profile", "workflow/profiles/slurm", "--jobs", "4", "--slurm-no-account",
-        "--slurm-init-seconds-before-status-checks", "1",
-        # the profile sizes jobs for the paper scale; the test node has 2 CPUs and a few GB
-        "--default-resources", "mem_mb=1000", "runtime=30", "--set-resources", "train:mem_mb=1500",
-        env=slurm_env,
-    )  # fmt: skip
+    proc = ci_snakemake(work, *targets, *SLURM_OPTIONS, env=slurm_env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     submitted = log.count("has been submitted with SLURM jobid")
