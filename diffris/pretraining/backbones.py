@@ -1,7 +1,7 @@
 """The backbones params.yaml names: the architecture an entry stands for, and the sub-commands
 ``fetch-weights`` (the only Hub access for models) and ``describe-model``.
 
-It sits above ``diffris.models`` and ``diffris.pretraining``: the architecture of a
+It lives in ``diffris.pretraining`` and builds on ``diffris.models``: the architecture of a
 ``pretrained`` backbone is that of its pretraining run's starting point.
 """
 
