@@ -1,8 +1,9 @@
 """The cost of a scale's jobs: Snakemake's benchmark files gathered into one table.
 
-``diffris report-costs``. Every benchmarked job (``diffris.pipeline.jobs.BENCHMARKED``: pretraining, feature caches, trainings,
-evaluations) writes ``benchmarks/jobs/<scale>/<rule>/<job>.tsv`` when Snakemake runs it. This
-module reads them all and writes::
+``diffris report-costs``. Every benchmarked job (``diffris.pipeline.jobs.BENCHMARKED``:
+pretraining, feature caches, trainings, evaluations) writes
+``benchmarks/jobs/<scale>/<rule>/<job>.tsv`` when Snakemake runs it. This module reads them all
+and writes::
 
     jobs-<scale>.csv   rule, job, runtime_s, max_rss_mb, cpu_time_s: one row per job, then `total`
     jobs-<scale>.md    the same per rule (jobs, runtime, largest RSS, CPU time) and in total
@@ -24,7 +25,6 @@ from tabulate import tabulate
 
 from diffris.errors import DataError
 from diffris.fileio import atomic_write
-from diffris.pipeline import jobs
 
 COLUMNS = ("rule", "job", "runtime_s", "max_rss_mb", "cpu_time_s")
 BENCHMARK_FIELDS = {"runtime_s": "s", "max_rss_mb": "max_rss", "cpu_time_s": "cpu_time"}
@@ -70,6 +70,8 @@ def read_benchmark(path: Path, rule: str, job: str) -> JobCost:
 
 def gather(params: dict, scale: str, benchmarks: Path) -> list[JobCost]:
     """The cost of every benchmarked job of ``scale``, read from ``benchmarks`` (benchmarks/jobs)."""
+    from diffris.pipeline import jobs  # only here: building the CLI's parser imports this module
+
     root = str(benchmarks)
     return [
         read_benchmark(Path(jobs.job_file(root, scale, rule, job, ".tsv")), rule, job)

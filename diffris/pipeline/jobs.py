@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass
 from diffris.config import DATASETS, SHUFFLED, Evaluation, Run, evaluations, runs, scale_params, seeds
 from diffris.errors import ConfigError
 from diffris.models.config import config_from_params
-from diffris.report.curves import curve_paths
 
 
 def backbone_of(params: dict, scale: str, experiment: str) -> str:
@@ -180,6 +179,8 @@ def benchmarked_jobs(params: dict, scale: str) -> list[tuple[str, str]]:
 
 def curve_files(params: dict, scale: str) -> list[str]:
     """``report-curves``' outputs: per run and seed, the per-epoch and the per-step CSV."""
+    from diffris.report.curves import curve_paths  # the CLI's parser and the Snakefile import this module
+
     files = []
     for r in runs(params):
         for s in seeds(params, scale, r.experiment):

@@ -63,7 +63,7 @@ def curves(path: Path) -> tuple[str, str]:
 
 
 def curve_paths(folder: str, experiment: str, dataset: str, seed: int) -> tuple[str, str]:
-    """(per-step CSV, per-epoch CSV) of one run and seed under ``curves`` (``report-curves``)."""
+    """(per-step CSV, per-epoch CSV) of one run and seed under ``folder`` (``report-curves``)."""
     base = f"{folder}/{experiment}/{dataset}/seed{seed}"
     return f"{base}-steps.csv", f"{base}.csv"
 
