@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 # The main job: the whole suite of the configured scale (params.yaml `scale`, mini by default):
-# fetch -> prepare -> pretrain -> fetch-weights -> 24 trainings -> evaluations -> tables, figures,
-# comparison, curves; then the cost table of its jobs (benchmarks/results/jobs-<scale>.csv).
+# fetch -> prepare -> fetch-weights (the tiny backbones from the checksummed zoo/) -> grounding ->
+# 24 trainings -> evaluations -> tables, figures, comparison, curves; then the cost table of its
+# jobs (benchmarks/results/jobs-<scale>.csv). Regenerating the zoo is `snakemake zoo` (zoo/README.md).
 mini: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores all all costs
 

@@ -1,5 +1,7 @@
-# The DiffRIS suite: fetch -> prepare -> pretrain-backbone -> fetch-weights -> train -> evaluate -> report.
+# The DiffRIS suite: fetch -> prepare -> fetch-weights -> measure-grounding -> train -> evaluate -> report.
 # `snakemake --cores all` builds the configured scale; `--config scale=paper` the paper scale.
+# Backbones come from the Hub, the checksummed zoo/ or a pretrain-backbone run; `snakemake zoo`
+# regenerates the zoo's pretraining (about 50 CPU-minutes).
 # Wiring only: every job runs `python -m diffris <command>`; the job list comes from params.yaml.
 # Each job writes logs/<scale>/<rule>/<job>.log; pretraining, caches, trainings and evaluations
 # also benchmarks/jobs/<scale>/<rule>/<job>.tsv, gathered by `snakemake costs` (docs/pipeline.md).

@@ -46,7 +46,10 @@ def test_the_whole_dag_builds_every_table_figure_and_the_comparison(workflow_cop
         assert regenerated and all(r["source"] in ("paper", "regenerated", "control") for r in rows), table
     for figure in ("fig5", "fig6", "fig7", "fig8"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
-    assert "not comparable" in (results / "comparison.md").read_text()
+    comparison = (results / "comparison.md").read_text()
+    assert "not comparable" in comparison and "## Fig. 8 with the backbones' grounding" in comparison
+    grounding = list(csv.DictReader(open(results / "grounding.csv")))
+    assert [row["backbone"] for row in grounding] == ["tiny-ci-early", "tiny-ci-late", "tiny-random"]
     seeds = len(pipeline_jobs.seeds(load_params(workflow_copy / "params.yaml"), "ci"))
     assert len(list((workflow_copy / "runs" / "ci").glob("*/*/seed*/model.safetensors"))) == 18 * seeds
 
@@ -82,6 +85,15 @@ def test_the_assignment_diagnostics_are_logged_evaluated_and_drawn(workflow_copy
     baseline = json.loads((workflow_copy / "results" / "ci" / "metrics" / "pcmrd-baseline" / "rrsisd" / "seed0" / "test.json").read_text())
     assert "assignment" not in baseline  # no query tokens, nothing assigned
     assert (workflow_copy / "results" / "ci" / "figures" / "assignment.png").stat().st_size > 1000
+
+
+def test_the_zoo_target_packs_a_pretraining_run(workflow_copy):
+    """`snakemake zoo` at ci size: the ci run's checkpoints packed, with their sha256."""
+    proc = snakemake(workflow_copy, "models/zoo/ci/zoo.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((workflow_copy / "models" / "zoo" / "ci" / "zoo.json").read_text())
+    assert set(manifest["files"]) == {"tiny-ci-early", "tiny-ci-late"} and manifest["dtype"] == "float16"
+    assert snakemake(workflow_copy, "-n", "all").stdout.count("Nothing to be done") == 1  # the build does not depend on it
 
 
 def test_rerun_with_nothing_changed_does_nothing(workflow_copy):

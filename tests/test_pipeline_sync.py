@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 
 
 SNAKEMAKE_ONLY_RULES = {"report_costs"}
-TARGET_RULES = ("all", "studies")  # rules that only name outputs
+TARGET_RULES = ("all", "studies", "zoo")  # rules that only name outputs
 LOG_REDIRECT = re.compile(r"^(?P<cmd>.*) > (?P<log>logs/\S+\.log) 2>&1$")
 
 
@@ -72,7 +72,7 @@ def test_snakemake_plans_eighteen_runs_each_with_its_seeds_and_every_evaluation(
     assert len(plain) == 24  # Tables 1-3 on val and test, the rest on test
     assert counts["evaluate"] == sum(len(pipeline_jobs.seeds(params, scale, e.experiment)) for e in plain)
     assert counts["fetch"] == counts["prepare"] == 3 and counts["fetch_weights"] == 5
-    assert counts["pretrain_backbone"] == 1
+    assert counts["pretrain_backbone"] == 0 and counts["measure_grounding"] == 1  # the backbones come from the zoo
 
 
 def test_the_shuffled_control_is_part_of_the_dag(smk_jobs):
@@ -161,6 +161,17 @@ def test_committed_dvc_yaml_is_generated_from_params():
     assert (REPO / "studies" / "dvc.yaml").read_text() == dvc_stages.studies_dvc_yaml(params, params["scale"]), (
         "studies/dvc.yaml is stale: run `python -m diffris export-dvc`"
     )
+    assert (REPO / "zoo" / "dvc.yaml").read_text() == dvc_stages.zoo_dvc_yaml(params), (
+        "zoo/dvc.yaml is stale: run `python -m diffris export-dvc`"
+    )
+
+
+def test_the_zoo_stages_run_the_commands_of_the_snakemake_rules():
+    """zoo/dvc.yaml regenerates what `snakemake zoo` does: the same pretraining and pack-zoo commands."""
+    jobs = snakemake_dry_run("zoo")
+    stages = dvc_stages.zoo_stages(load_params()).values()
+    assert {j["cmd"] for j in jobs} == {s["cmd"] for s in stages}
+    assert {o for j in jobs for o in j["outputs"]} == {"models/pretrained/tiny/summary.json", "models/zoo/tiny/zoo.json"}
 
 
 def test_every_job_writes_its_log_and_the_measured_rules_a_benchmark(smk_jobs):
@@ -171,7 +182,8 @@ def test_every_job_writes_its_log_and_the_measured_rules_a_benchmark(smk_jobs):
     assert all(j["log"] and j["log"].startswith(("logs/mini/", "logs/pretrain_backbone/", "logs/fetch_weights/")) for j in smk_jobs)
     assert len({j["log"] for j in smk_jobs}) == len(smk_jobs)  # one log per job
     benchmarks = {j["benchmark"] for j in smk_jobs if j["benchmark"]}
-    assert {j["rule"] for j in smk_jobs if j["benchmark"]} == set(pipeline_jobs.BENCHMARKED)
+    measured = {rule for rule, _ in pipeline_jobs.benchmarked_jobs(params, scale)}
+    assert {j["rule"] for j in smk_jobs if j["benchmark"]} == measured <= set(pipeline_jobs.BENCHMARKED)
     expected = {pipeline_jobs.job_file(pipeline_jobs.BENCHMARKS, scale, rule, job, ".tsv") for rule, job in pipeline_jobs.benchmarked_jobs(params, scale)}
     assert benchmarks == expected
     assert {j["rule"] for j in smk_jobs} & SNAKEMAKE_ONLY_RULES == set()  # not part of `all`: `snakemake costs`
@@ -180,12 +192,13 @@ def test_every_job_writes_its_log_and_the_measured_rules_a_benchmark(smk_jobs):
 def test_dvc_and_snakemake_have_the_same_commands_and_outputs():
     """Every job of `all` and `studies` but the Snakemake-only ones (SNAKEMAKE_ONLY_RULES, in
     neither) is a stage of dvc.yaml or studies/dvc.yaml with the same command (less the log
-    redirect) and outputs; the studies' stages run from the repository root."""
+    redirect) and outputs; the studies' (and the zoo's) stages run from the repository root."""
     from dvc.repo import Repo
 
     with Repo(str(REPO)) as repo:
-        dvc = {stage.cmd: [str(o.def_path) for o in stage.outs] for stage in repo.index.stages}
-        wdirs = {stage.path_in_repo: stage.wdir for stage in repo.index.stages}
+        stages = repo.index.stages
+        dvc = {s.cmd: [str(o.def_path) for o in s.outs] for s in stages if not s.path_in_repo.startswith("zoo/")}
+        wdirs = {stage.path_in_repo: stage.wdir for stage in stages}
     assert {Path(w).resolve() for w in wdirs.values()} == {REPO.resolve()}
     smk = {job["cmd"]: job["outputs"] for job in snakemake_dry_run("all", "studies")}
     assert set(smk) == set(dvc)

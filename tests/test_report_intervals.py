@@ -123,6 +123,21 @@ def test_seed_noise_widens_a_delta_that_one_seed_would_call_resolved():
     assert pooled_seed_variance([1.0, 3.0], [5.0]) == pytest.approx(2.0) and pooled_seed_variance([1.0]) == 0.0
 
 
+def test_a_cells_interval_carries_the_seed_noise_of_its_row():
+    """A rerun on another CPU trains as another seed would: a row's interval carries the seed
+    variance of its mean (its own seeds; a once-trained row takes the full model's)."""
+    constant = [(10, 20)] * 20  # every sample at IoU 50: no sample noise at all
+    spread = [[(10 + k, 20)] * 20 for k in (-2, 0, 2)]  # seeds at mIoU 40, 50, 60
+    indices = resample_indices(20)
+    seeded = evaluations(*(samples(s, f"s{k}") for k, s in enumerate(spread)))
+    own = row_intervals(seeded, indices)["mIoU"]
+    assert own.high - own.low > 2 * 1.96 * 10 / np.sqrt(3) * 0.9  # s = 10 points, three seeds
+    alone = row_intervals(evaluations(samples(constant, "b")), indices)["mIoU"]
+    assert (alone.low, alone.high) == (50.0, 50.0)
+    paired = row_intervals(evaluations(samples(constant, "b")), indices, full=seeded)["mIoU"]
+    assert paired.high - paired.low > 2 * 1.96 * 10 * 0.9  # s = 10 points, one seed
+
+
 def test_rows_on_different_samples_cannot_be_paired():
     row, other = samples([(1, 2)] * 3, "row"), samples([(1, 2)] * 3, "other", ids=["x", "y", "z"])
     with pytest.raises(DataError, match=r"other\.csv and row\.csv hold different samples"):

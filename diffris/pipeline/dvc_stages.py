@@ -25,15 +25,14 @@ from diffris.pipeline.jobs import (
     feature_cache_cmd,
     feature_cache_of,
     feature_caches,
+    grounding_files,
     features_option,
-    fetch_weights_cmd,
     image_size,
     latent_donor,
-    pretrained_from,
-    pretraining_runs,
     runs,
     seeds,
 )
+from diffris.pipeline.dvc_backbones import backbone_stages, zoo_stages
 
 
 def dvc_stages(params: dict, scale: str) -> dict:
@@ -54,21 +53,7 @@ def dvc_stages(params: dict, scale: str) -> dict:
             "params": [f"scales.{scale}.image_size"],
             "outs": [prepared],
         }
-    for run in pretraining_runs(params, scale):
-        stages[f"pretrain-{run}"] = {
-            "cmd": f"python -m diffris pretrain-backbone --run {run} --out models/pretrained/{run}",
-            "deps": [CODE["models"], CODE["data"], CODE["pretraining"]],
-            "params": [f"pretraining.{run}", f"backbones.{params['pretraining'][run]['architecture']}"],
-            "outs": [f"models/pretrained/{run}"],
-        }
-    for name in backbones(params, scale):
-        run = pretrained_from(params, name)
-        stages[f"fetch-weights-{name}"] = {
-            "cmd": fetch_weights_cmd(params, name),
-            "deps": [*([f"models/pretrained/{run}"] if run else []), CODE["models"], "diffris/pretraining/backbones.py"],
-            "params": [f"backbones.{name}"],
-            "outs": [f"models/backbones/{name}"],
-        }
+    stages.update(backbone_stages(params, scale))
     for cache in feature_caches(params, scale):
         stages[f"features-{cache.dataset}-{cache.backbone}"] = _feature_stage(params, scale, cache)
     for run in runs(params):
@@ -188,8 +173,9 @@ def _report_stages(params: dict, scale: str) -> dict:
         },
         "report-comparison": {
             "cmd": f"python -m diffris report-comparison --tables {results}/tables --scale {scale}"
-            f" --out {results}/comparison.md",
-            "deps": [*table_files, CODE["report"]],
+            + "".join(f" --grounding {g}" for g in grounding_files(params, scale))
+            + f" --out {results}/comparison.md",
+            "deps": [*table_files, *grounding_files(params, scale), CODE["report"]],
             "outs": [{f"{results}/comparison.md": {"cache": False}}],
         },
     }
@@ -332,6 +318,13 @@ def studies_dvc_yaml(params: dict, scale: str) -> str:
     return HEADER + yaml.safe_dump({"stages": study_stages(params, scale)}, sort_keys=False, width=1000)
 
 
+def zoo_dvc_yaml(params: dict) -> str:
+    """``zoo/dvc.yaml``: `dvc repro zoo/dvc.yaml` regenerates the zoo as `snakemake zoo` does."""
+    import yaml
+
+    return HEADER + yaml.safe_dump({"stages": zoo_stages(params)}, sort_keys=False, width=1000)
+
+
 def dvc_plots(params: dict, scale: str) -> list[dict]:
     """`dvc plots show`: every run's training loss per step, and train loss and val oIoU/mIoU per epoch."""
     files = curve_files(params, scale)
@@ -345,9 +338,12 @@ def dvc_plots(params: dict, scale: str) -> list[dict]:
 
 
 def register(sub) -> None:
-    export = sub.add_parser("export-dvc", help="write dvc.yaml and studies/dvc.yaml: the pipeline's stages for DVC, from params.yaml")
+    export = sub.add_parser(
+        "export-dvc", help="write dvc.yaml, studies/dvc.yaml and zoo/dvc.yaml: the pipeline's stages for DVC, from params.yaml"
+    )
     export.add_argument("--out", default="dvc.yaml", help="file to write (default: dvc.yaml)")
     export.add_argument("--studies-out", help="the studies' stages (default: studies/dvc.yaml beside --out)")
+    export.add_argument("--zoo-out", help="the zoo's regeneration stages (default: zoo/dvc.yaml beside --out)")
     export.add_argument("--params", help="params.yaml (default: the repository's)")
     export.add_argument("--scale", help="default: params.yaml's `scale`")
     export.set_defaults(handler=_run_export)
@@ -360,10 +356,15 @@ def _run_export(args) -> int:
 
     params = load_params(args.params)
     scale = args.scale or params["scale"]
-    Path(args.out).write_text(dvc_yaml(params, scale))
-    print(f"written: {args.out} ({len(dvc_stages(params, scale))} stages, scale {scale})")
-    studies = Path(args.studies_out or Path(args.out).parent / "studies" / "dvc.yaml")
-    studies.parent.mkdir(parents=True, exist_ok=True)
-    studies.write_text(studies_dvc_yaml(params, scale))
-    print(f"written: {studies} ({len(study_stages(params, scale))} stages, scale {scale})")
+    root = Path(args.out).parent
+    files = (
+        (Path(args.out), dvc_yaml(params, scale), f"{len(dvc_stages(params, scale))} stages, scale {scale}"),
+        (Path(args.studies_out or root / "studies" / "dvc.yaml"), studies_dvc_yaml(params, scale),
+         f"{len(study_stages(params, scale))} stages, scale {scale}"),
+        (Path(args.zoo_out or root / "zoo" / "dvc.yaml"), zoo_dvc_yaml(params), f"{len(zoo_stages(params))} stages"),
+    )  # fmt: skip
+    for path, text, what in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"written: {path} ({what})")
     return 0

@@ -13,8 +13,10 @@ Paths::
 
     data/raw/<scale>/<dataset>/               fetch
     data/prepared/<scale>/<dataset>/          prepare
-    models/pretrained/<run>/                  pretrain-backbone (tiny backbones' checkpoints)
+    models/pretrained/<run>/                  pretrain-backbone (tiny backbones' checkpoints not in the zoo)
+    models/zoo/<run>/                         pack-zoo (`snakemake zoo`: regenerating the committed zoo/)
     models/backbones/<backbone>/              fetch-weights
+    results/<scale>/grounding.csv             measure-grounding (scales.<scale>.grounding)
     features/<scale>/<dataset>/<backbone>/    cache-features (frozen VAE/CLIP/UNet outputs; scales.<scale>.features)
     runs/<scale>/<experiment>/<dataset>/seed<k>/     train (model.safetensors when complete)
     results/<scale>/metrics/<experiment>/<dataset>/seed<k>/<split>[-shuffled].json   evaluate (+ .csv, -predictions/)
@@ -48,13 +50,49 @@ def backbones(params: dict, scale: str) -> list[str]:
 
 
 def pretrained_from(params: dict, backbone: str) -> str | None:
-    """The pretraining run whose checkpoint ``backbone`` is, or None."""
-    return params["backbones"][backbone].get("pretrained")
+    """The pretraining run the pipeline must run for ``backbone``, or None (a zoo backbone ships
+    its checkpoint: docs/pretraining.md)."""
+    entry = params["backbones"][backbone]
+    return None if "zoo" in entry else entry.get("pretrained")
+
+
+def zoo_file(params: dict, backbone: str) -> str | None:
+    """The zoo file a backbone is fetched from (relative to the repository), or None."""
+    return (params["backbones"][backbone].get("zoo") or {}).get("file")
+
+
+def zoo_runs(params: dict) -> list[str]:
+    """The pretraining runs whose checkpoints the zoo ships: `snakemake zoo` regenerates them."""
+    return sorted({e["pretrained"] for e in params["backbones"].values() if "zoo" in e})
 
 
 def pretraining_runs(params: dict, scale: str) -> list[str]:
     """The pretraining runs (``diffris pretrain-backbone``) whose checkpoints ``scale`` uses."""
     return sorted({run for b in backbones(params, scale) if (run := pretrained_from(params, b))})
+
+
+def grounding_backbones(params: dict, scale: str) -> list[str]:
+    """The scale's backbones in the order of its SD versions (Fig. 8's), each once."""
+    return list(dict.fromkeys(params["scales"][scale]["backbones"].values()))
+
+
+def grounding_cmd(params: dict, scale: str) -> str | None:
+    """``measure-grounding`` over the scale's backbones, or None where the scale has no
+    ``grounding`` settings (the paper scale: SD at 512 px wants a GPU; docs/pretraining.md)."""
+    settings = params["scales"][scale].get("grounding")
+    if settings is None:
+        return None
+    folders = " ".join(f"models/backbones/{b}" for b in grounding_backbones(params, scale))
+    return (
+        f"python -m diffris measure-grounding --backbone-dir {folders} --scenes {settings['scenes']}"
+        f" --timestep {params['model']['timestep']} --image-size {image_size(params, scale)}"
+        f" --raw-image-size {params['scales'][scale]['synthetic']['raw_image_size']} --out results/{scale}/grounding.csv"
+    )
+
+
+def grounding_files(params: dict, scale: str) -> list[str]:
+    """``results/<scale>/grounding.csv`` where the scale measures grounding (comparison.md shows it)."""
+    return [f"results/{scale}/grounding.csv"] if grounding_cmd(params, scale) else []
 
 
 def fetch_weights_cmd(params: dict, backbone: str) -> str:
@@ -153,7 +191,7 @@ def feature_cache_cmd(params: dict, scale: str, cache: FeatureCache) -> str:
 # <job> is the job's wildcards as a path, e.g. full/rrsisd/seed0/test; common.smk builds the same paths.
 
 LOGS, BENCHMARKS = "logs", "benchmarks/jobs"
-SCALE_FREE_RULES = ("pretrain_backbone", "fetch_weights")  # their outputs do not depend on the scale
+SCALE_FREE_RULES = ("pretrain_backbone", "fetch_weights", "pack_zoo")  # their outputs do not depend on the scale
 BENCHMARKED = ("pretrain_backbone", "cache_features", "train", "evaluate", "evaluate_shuffled")
 
 
@@ -216,3 +254,4 @@ TRAIN_MODULES = ("trainer", "run_spec", "run_folder", "run_log", "batches", "che
 TRAIN_CODE = [f"diffris/training/{name}.py" for name in TRAIN_MODULES]
 EVAL_CODE = [*TRAIN_CODE, "diffris/evaluation/evaluate.py"]  # evaluation loads runs and scores as validation does
 FEATURES_CODE = "diffris/features"
+WEIGHTS_CODE = ["diffris/pretraining/backbones.py", "diffris/pretraining/zoo.py"]  # fetch-weights

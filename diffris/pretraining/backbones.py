@@ -23,7 +23,8 @@ REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")  # a commit, branch or tag
 def register(sub: argparse._SubParsersAction) -> None:
     fetch = sub.add_parser(
         "fetch-weights",
-        help="write a backbone folder: a Hub snapshot at its pinned revision, a generated one or a pretraining checkpoint",
+        help="write a backbone folder: a Hub snapshot at its pinned revision, a zoo checkpoint (checksummed), "
+        "a generated one or a pretraining checkpoint",
     )
     fetch.add_argument("--backbone", required=True, help="a key of params.yaml `backbones`")
     fetch.add_argument("--out", required=True, type=Path, help="folder to write (diffusers layout)")
@@ -56,14 +57,15 @@ def _downloads(args: argparse.Namespace) -> bool:
 
 
 def run_fetch_weights(args: argparse.Namespace) -> int:
-    from diffris.config import load_params
+    from diffris.config import DEFAULT_PARAMS, load_params
     from diffris.models.config import backbone_spec
     from diffris.models.weights import read_info
 
     entry = backbone_spec(load_params(args.params), args.backbone)
     if args.revision and not REVISION.fullmatch(args.revision):
         raise ConfigError(f"--revision: expected a 40-hex commit or a branch or tag name, got {args.revision!r}")
-    out = write_backbone(args.backbone, entry, args.out, args.revision, args.pretrained)
+    root = Path(args.params or DEFAULT_PARAMS).resolve().parent  # zoo files are relative to params.yaml
+    out = write_backbone(args.backbone, entry, args.out, args.revision, args.pretrained, root)
     print(f"fetch-weights: {args.backbone} -> {out}")
     commit = read_info(out)["revision"]
     if "repo_id" in entry and commit != entry.get("revision"):
@@ -72,10 +74,17 @@ def run_fetch_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_backbone(name: str, entry: dict, out: Path, revision: str | None, pretrained: Path | None) -> Path:
-    """The backbone folder of a params.yaml entry: copied, generated or downloaded."""
+def write_backbone(
+    name: str, entry: dict, out: Path, revision: str | None, pretrained: Path | None, root: Path
+) -> Path:
+    """The backbone folder of a params.yaml entry: unpacked from the zoo, copied, generated or
+    downloaded; ``root`` is the folder zoo files are relative to."""
     from diffris.models import weights
 
+    if "zoo" in entry:
+        from diffris.pretraining.zoo import write_zoo_backbone
+
+        return write_zoo_backbone(name, entry, root, out)
     if "pretrained" in entry:
         if pretrained is None:
             raise ConfigError(

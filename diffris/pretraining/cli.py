@@ -1,4 +1,5 @@
-"""Sub-commands ``pretrain-backbone`` and ``sample-backbone`` (docs/pretraining.md)."""
+"""Sub-commands ``pretrain-backbone``, ``pack-zoo``, ``measure-grounding`` and ``sample-backbone``
+(docs/pretraining.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     pretrain.add_argument("--out", required=True, type=Path, help="folder to write: one backbone folder per checkpoint")
     pretrain.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
     pretrain.set_defaults(handler=run_pretrain)
+
+    pack = sub.add_parser("pack-zoo", help="pack a pretraining's checkpoints as zoo files (float16 safetensors, sha256)")
+    pack.add_argument("--pretrained", required=True, type=Path, help="a pretrain-backbone output folder")
+    pack.add_argument("--out", required=True, type=Path, help="folder to write: <backbone>.safetensors and zoo.json")
+    pack.set_defaults(handler=run_pack_zoo)
+
+    ground = sub.add_parser(
+        "measure-grounding", help="how much backbones ground their text: caption gaps, ranking, attention IoU, feature shift (CSV)"
+    )
+    ground.add_argument("--backbone-dir", required=True, type=Path, nargs="+", help="backbone folders, one CSV row each")
+    ground.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    ground.add_argument("--scenes", type=int, default=128, help="held-out scenes (default: 128)")
+    ground.add_argument("--draws", type=int, default=4, help="noise draws per timestep bucket (default: 4)")
+    ground.add_argument("--seed", type=int, default=0)
+    ground.add_argument("--timestep", type=int, default=1, help="the timestep DiffRIS reads the UNet at (default: 1)")
+    ground.add_argument("--image-size", type=int, default=64, help="image side the backbone sees (default: 64)")
+    ground.add_argument("--raw-image-size", type=int, default=128, help="side the scenes are drawn at (default: 128)")
+    ground.set_defaults(handler=run_grounding)
 
     sample = sub.add_parser("sample-backbone", help="a grid of images sampled from backbones for a few captions (PNG)")
     sample.add_argument("--backbone-dir", required=True, type=Path, nargs="+", help="backbone folders, one grid row each")
@@ -42,6 +61,34 @@ def run_pretrain(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = pretrain(run, args.out)
     print(f"pretrain-backbone: run {run.name} -> {out} ({', '.join(run.checkpoints)}) in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def run_pack_zoo(args: argparse.Namespace) -> int:
+    from diffris.pretraining.zoo import pack_zoo, pin_lines
+
+    out = pack_zoo(args.pretrained, args.out)
+    print(f"pack-zoo: {args.pretrained} -> {out}; to ship it, copy the files to zoo/ and set in params.yaml `backbones`:")
+    print("\n".join(pin_lines(out)))
+    return 0
+
+
+def run_grounding(args: argparse.Namespace) -> int:
+    import torch
+
+    from diffris.fileio import check_inputs
+    from diffris.pretraining.grounding import held_out_scenes, measure, write_rows
+
+    for flag in ("scenes", "draws", "image_size", "raw_image_size"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')}: must be at least 1, got {getattr(args, flag)}")
+    if args.scenes < 2:
+        raise ConfigError(f"--scenes: the shuffled captions need at least 2 scenes, got {args.scenes}")
+    check_inputs(args.out, args.backbone_dir)
+    torch.set_num_threads(1)  # the same bits on any machine
+    scenes = held_out_scenes(args.scenes, args.seed, args.raw_image_size, args.image_size)
+    rows = [measure(folder, scenes, args.seed, args.draws, args.timestep) for folder in args.backbone_dir]
+    print(f"measure-grounding: {len(rows)} backbone(s), {args.scenes} scenes -> {write_rows(rows, args.out)}")
     return 0
 
 

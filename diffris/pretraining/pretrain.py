@@ -7,14 +7,15 @@ synthetic domain (:mod:`diffris.data.captions`):
 1. the VAE as a KL-regularised autoencoder (MSE reconstruction + ``kl_weight`` x KL), after which
    its ``scaling_factor`` is set to 1 / std of the latents, the rule that gave SD's 0.18215;
 2. the UNet on the scaled latents with diffusers' ``DDPMScheduler`` and SD 1.x's schedule
-   (scaled_linear, beta 0.00085-0.012, 1000 steps), epsilon-prediction MSE, conditioned on the
-   frozen text encoder's ``last_hidden_state`` with captions dropped to the empty caption with
-   probability ``caption_dropout`` (classifier-free guidance).
+   (scaled_linear, beta 0.00085-0.012, 1000 steps), the MSE of ``prediction_type`` (epsilon as
+   SD 1.x, or v), with ``high_noise_fraction`` of each batch drawn from t >= 500 and the rest
+   uniform, conditioned on the text encoder's ``last_hidden_state`` with captions dropped to the
+   empty caption with probability ``caption_dropout`` (classifier-free guidance). With
+   ``train_text_encoder`` the text encoder learns with the UNet (GLIDE); else it stays random.
+   AdamW at ``lr``, constant or with a cosine decay to 0 at the last checkpoint.
 
-The text encoder keeps its random weights (docs/pretraining.md: a random CLIP encoder already
-separates the captions, and the conditional loss gap measures that the UNet uses it). The UNet is
-saved at each step count of ``unet.checkpoints``; all checkpoints share the VAE and text encoder,
-as SD 1.1-1.5 share one VAE. The output folder::
+The UNet (and text encoder) is saved at each step count of ``unet.checkpoints``; all checkpoints
+share the VAE, as SD 1.1-1.5 share one VAE. The output folder::
 
     <backbone>/    one diffusers-layout backbone per checkpoint (+ backbone.json, scheduler/)
     loss.csv       phase, step, training loss (the denoising-loss curve)
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +44,9 @@ from diffris.models.config import from_dict
 from diffris.models.tokenizer import build_vocab, write_tokenizer
 from diffris.models.weights import write_info
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+LR_SCHEDULES = ("constant", "cosine")
+HIGH_NOISE = 500  # the high-noise timesteps: t >= 500 of 1000 (SNR < 0.38 on SD's schedule)
 SD_SCHEDULE = {  # SD 1.x's scheduler_config.json (v1-5)
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -66,7 +71,10 @@ class UNetBudget:
     batch_size: int
     lr: float
     caption_dropout: float  # probability of the empty caption (classifier-free guidance)
-    train_text_encoder: bool = False  # train the text encoder with the UNet (GLIDE), not frozen
+    train_text_encoder: bool  # train the text encoder with the UNet (GLIDE), not frozen
+    prediction_type: str  # epsilon (SD 1.x) | v_prediction (SD 2.x's 768 models)
+    high_noise_fraction: float  # share of each batch whose timesteps are drawn from t >= 500
+    lr_schedule: str  # constant | cosine (to 0 at the last checkpoint)
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,13 @@ def pretrain_run(params: dict, name: str) -> PretrainRun:
             )
     if len(set(checkpoints.values())) != len(checkpoints):
         raise ConfigError(f"{where}.unet.checkpoints: two backbones at the same step count")
+    unet = spec.unet
+    choices = (("prediction_type", unet.prediction_type, PREDICTION_TYPES), ("lr_schedule", unet.lr_schedule, LR_SCHEDULES))
+    for key, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(f"{where}.unet.{key}: expected one of {', '.join(allowed)}, got {value!r}")
+    if not 0.0 <= unet.high_noise_fraction <= 1.0:
+        raise ConfigError(f"{where}.unet.high_noise_fraction: expected a share in [0, 1], got {unet.high_noise_fraction!r}")
     base = params["backbones"].get(spec.architecture) or {}
     if "tiny" not in base:
         raise ConfigError(f"{where}.architecture: {spec.architecture!r} is not a `tiny` entry of `backbones`")
@@ -205,18 +220,43 @@ def encode_latents(vae: nn.Module, pixels: Tensor) -> tuple[Tensor, Tensor]:
     return torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
 
 
-def noise_scheduler():
+def noise_scheduler(prediction_type: str = "epsilon"):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(**SD_SCHEDULE)
+    return DDPMScheduler(**{**SD_SCHEDULE, "prediction_type": prediction_type})
 
 
-def denoising_loss(unet: nn.Module, scheduler, latents: Tensor, text: Tensor, generator: torch.Generator) -> Tensor:
-    """Epsilon-prediction MSE at uniformly drawn timesteps."""
+def prediction_type_of(folder: Path) -> str:
+    """What a backbone folder's UNet predicts (its ``scheduler/``; epsilon without one, as SD 1.x)."""
+    config = Path(folder) / "scheduler" / "scheduler_config.json"
+    return json.loads(config.read_text()).get("prediction_type", "epsilon") if config.is_file() else "epsilon"
+
+
+def draw_timesteps(count: int, high_noise_fraction: float, total: int, generator: torch.Generator) -> Tensor:
+    """Uniform timesteps, the first ``round(count * high_noise_fraction)`` of them from t >= 500."""
+    steps = torch.randint(0, total, (count,), generator=generator)
+    high = round(count * high_noise_fraction)
+    if high:
+        steps[:high] = torch.randint(HIGH_NOISE, total, (high,), generator=generator)
+    return steps
+
+
+def target_of(scheduler, latents: Tensor, noise: Tensor, steps: Tensor) -> Tensor:
+    """What the UNet predicts: the noise (epsilon) or the velocity (v-prediction)."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, steps)
+    return noise
+
+
+def denoising_loss(
+    unet: nn.Module, scheduler, latents: Tensor, text: Tensor, generator: torch.Generator, high_noise_fraction: float = 0.0
+) -> Tensor:
+    """MSE of the scheduler's prediction type at drawn timesteps."""
     noise = torch.randn(latents.shape, generator=generator)
-    steps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+    steps = draw_timesteps(len(latents), high_noise_fraction, scheduler.config.num_train_timesteps, generator)
     noisy = scheduler.add_noise(latents, noise, steps)
-    return F.mse_loss(unet(noisy, steps, encoder_hidden_states=text).sample, noise)
+    target = target_of(scheduler, latents, noise, steps)
+    return F.mse_loss(unet(noisy, steps, encoder_hidden_states=text).sample, target)
 
 
 def train_unet(
@@ -224,23 +264,30 @@ def train_unet(
 ) -> None:
     """Train to the last checkpoint's step count, calling ``save(backbone)`` at each checkpoint.
     With ``train_text_encoder`` the text encoder is optimised with the UNet; else it stays frozen."""
-    budget, scheduler = run.spec.unet, noise_scheduler()
+    budget, scheduler = run.spec.unet, noise_scheduler(run.spec.unet.prediction_type)
     trained = [unet, text_encoder] if budget.train_text_encoder else [unet]
     optimiser = torch.optim.AdamW([p for m in trained for p in m.parameters()], lr=budget.lr, weight_decay=0.01)
     at = {steps: name for name, steps in run.checkpoints.items()}
+    total = max(at)
+    if budget.lr_schedule == "cosine":
+        decay = lambda step: 0.5 * (1 + math.cos(math.pi * step / total))  # noqa: E731
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, decay)
     train_count = run.spec.images
     for module in trained:
         module.train()
-    for step in range(1, max(at) + 1):
+    for step in range(1, total + 1):
         index = torch.randint(train_count, (budget.batch_size,), generator=generator)
         drop = torch.rand(budget.batch_size, generator=generator) < budget.caption_dropout
         ids = torch.where(drop[:, None], data.empty, data.ids[index])
         with torch.set_grad_enabled(budget.train_text_encoder):
             text = text_encoder(ids).last_hidden_state
-        loss = denoising_loss(unet, scheduler, data.sample(index, generator), text, generator)
+        latents = data.sample(index, generator)
+        loss = denoising_loss(unet, scheduler, latents, text, generator, budget.high_noise_fraction)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if budget.lr_schedule == "cosine":
+            schedule.step()
         log.append(("unet", step, loss.item()))
         if step in at:
             for module in trained:
@@ -263,7 +310,7 @@ def held_out_losses(unet: nn.Module, text_encoder: nn.Module, data: LatentData, 
         "empty": text_encoder(data.empty.expand(len(index), -1)).last_hidden_state,
         "shuffled": text_encoder(data.ids[shuffled]).last_hidden_state,
     }
-    scheduler, seed = noise_scheduler(), run.spec.seed + 2
+    scheduler, seed = noise_scheduler(run.spec.unet.prediction_type), run.spec.seed + 2
     return {
         label: round(float(denoising_loss(unet, scheduler, latents, text, torch.Generator().manual_seed(seed))), 6)
         for label, text in texts.items()
@@ -295,7 +342,7 @@ def pretrain(run: PretrainRun, out: Path) -> Path:
             unet.save_pretrained(folder / "unet")
             vae.save_pretrained(folder / "vae")
             text_encoder.save_pretrained(folder / "text_encoder")
-            noise_scheduler().save_pretrained(folder / "scheduler")
+            noise_scheduler(run.spec.unet.prediction_type).save_pretrained(folder / "scheduler")
             write_tokenizer(folder / "tokenizer", run.tiny.max_length)
             write_info(folder, backbone_info(run, name))
             evaluation[name] = {"unet_steps": run.checkpoints[name], **held_out_losses(unet, text_encoder, data, run)}

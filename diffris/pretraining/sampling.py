@@ -1,9 +1,10 @@
 """``diffris sample-backbone``: text-to-image samples from backbone folders, as one PNG grid
 (and, with ``--loss-curve``, the pretraining's loss curves from its ``loss.csv``).
 
-DDIM with SD 1.x's schedule and classifier-free guidance (the empty caption is the unconditional
-one, as in pretraining); latents are divided by the VAE's scaling factor and decoded. One row per
-backbone folder, one column per caption; the same initial noise for every row.
+DDIM with SD 1.x's schedule and the folder's prediction type, and classifier-free guidance (the
+empty caption is the unconditional one, as in pretraining); latents are divided by the VAE's
+scaling factor and decoded. One row per backbone folder, one column per caption; the same initial
+noise for every row.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ DEFAULT_CAPTIONS = (
 
 
 @torch.no_grad()
-def sample_images(backbone, captions: list[str], steps: int, guidance: float, seed: int, size: int) -> np.ndarray:
-    """uint8 [N, S, S, 3] images for ``captions`` from a ``FrozenBackbone``."""
+def sample_images(
+    backbone, captions: list[str], steps: int, guidance: float, seed: int, size: int, prediction_type: str = "epsilon"
+) -> np.ndarray:
+    """uint8 [N, S, S, 3] images for ``captions`` from a ``FrozenBackbone`` whose UNet predicts
+    ``prediction_type``."""
     from diffusers import DDIMScheduler
 
     from diffris.pretraining.pretrain import SD_SCHEDULE
 
-    scheduler = DDIMScheduler(**SD_SCHEDULE, set_alpha_to_one=False)
+    scheduler = DDIMScheduler(**{**SD_SCHEDULE, "prediction_type": prediction_type}, set_alpha_to_one=False)
     scheduler.set_timesteps(steps)
     length = backbone.max_text_length
     ids = backbone.tokenizer([*captions, ""], padding="max_length", max_length=length, truncation=True, return_tensors="pt")
@@ -60,12 +64,14 @@ def sample_grid(
     from matplotlib.figure import Figure
 
     from diffris.models.backbone import FrozenBackbone
+    from diffris.pretraining.pretrain import prediction_type_of
 
     torch.set_num_threads(1)
     rows = []
     for folder in folders:
         backbone = FrozenBackbone.from_folder(folder)
-        rows.append((backbone.name, sample_images(backbone, list(captions), steps, guidance, seed, size)))
+        images = sample_images(backbone, list(captions), steps, guidance, seed, size, prediction_type_of(folder))
+        rows.append((backbone.name, images))
     fig = Figure(figsize=(1.9 * len(captions) + 1, 1.9 * len(rows) + 0.9), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), len(captions), squeeze=False))
     for r, (name, images) in enumerate(rows):

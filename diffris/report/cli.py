@@ -59,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     comparison.add_argument("--tables", required=True, type=Path, help="folder written by report-tables")
     comparison.add_argument("--out", required=True, type=Path, help="Markdown file to write (comparison.md)")
     comparison.add_argument("--scale", help="scale the tables come from (default: params.yaml's `scale`)")
+    comparison.add_argument("--grounding", type=Path, help="measure-grounding's CSV: Fig. 8's rows with their grounding")
     comparison.add_argument("--params", type=Path, help="params.yaml (default: the repository's)")
     comparison.set_defaults(handler=run_comparison)
 
@@ -121,7 +122,7 @@ def run_comparison(args: argparse.Namespace) -> int:
     from diffris.report.comparison import write_comparison
 
     params = load_params(args.params)
-    write_comparison(args.tables, params, args.scale or params["scale"], args.out)
+    write_comparison(args.tables, params, args.scale or params["scale"], args.out, args.grounding)
     print(f"wrote {args.out}")
     return 0
 

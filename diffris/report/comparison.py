@@ -282,8 +282,47 @@ def render_comparison(tables_dir: Path, params: dict, scale: str) -> str:
     return "\n".join(out)
 
 
-def write_comparison(tables_dir: Path, params: dict, scale: str, out: Path) -> str:
+GROUNDING_COLUMNS = {  # measure-grounding's column -> its header here
+    "ranking": "caption ranking (%)",
+    "attention_iou": "attention IoU",
+    "gap_shuffled_t750_1000": "shuffled-caption gap, t ≥ 750 (%)",
+    "feature_shift_t1": "feature shift (%)",
+}
+
+
+def grounding_markdown(grounding: Path, tables_dir: Path, params: dict, scale: str) -> list[str]:
+    """Fig. 8's rows with their backbone's grounding (``diffris measure-grounding``) beside the
+    regenerated oIoU and mIoU: does segmentation follow the backbone's grounding?"""
+    import csv
+
+    from diffris.models.config import config_from_params
+
+    with open(grounding, newline="") as f:
+        measured = {row["backbone"]: row for row in csv.DictReader(f)}
+    spec, table = table_specs(params)["fig8"], read_table(Path(tables_dir) / "fig8.csv")
+    cells = {row[table.key]: row for row in table.rows if row["source"] != PAPER}
+    lines = []
+    for row in spec.rows:
+        backbone = config_from_params(params, row.experiment, scale).backbone
+        if backbone not in measured:
+            raise DataError(f"{grounding}: no row for backbone {backbone!r} (Fig. 8's {row.label!r})")
+        values = [measured[backbone][c] for c in GROUNDING_COLUMNS]
+        lines.append([row.label, backbone, cells[row.label]["oIoU"], cells[row.label]["mIoU"], *values])
+    headers = ["Fig. 8 row", "backbone", "oIoU", "mIoU", *GROUNDING_COLUMNS.values()]
+    return [
+        "## Fig. 8 with the backbones' grounding",
+        "",
+        f"From `{grounding.name}` (`diffris measure-grounding`, held-out captioned scenes; docs/pretraining.md).",
+        "",
+        _markdown(lines, headers, text_columns=2),
+        "",
+    ]
+
+
+def write_comparison(tables_dir: Path, params: dict, scale: str, out: Path, grounding: Path | None = None) -> str:
     text = render_comparison(tables_dir, params, scale)
+    if grounding is not None:
+        text += "\n" + "\n".join(grounding_markdown(grounding, tables_dir, params, scale))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return text

@@ -5,11 +5,15 @@ seeds. Its uncertainty has two parts, both computed here from the per-sample CSV
 ``diffris evaluate`` writes (``index,id,expression,I,U,IoU``, one row per sample):
 
 - **seeds**: the standard deviation of the metric over seeds (``ddof=1``; none with one seed);
-- **samples**: a 95 % percentile bootstrap interval over the split's samples. Each of
-  ``RESAMPLES`` replicates draws ``n`` sample indices with replacement, once, and uses the same
-  indices for every seed: it computes the metric of each seed on the resample and averages over
-  seeds. The interval is the 2.5th and 97.5th percentile of the replicates (numpy's linear
-  interpolation).
+- **samples and seeds**: a 95 % percentile bootstrap interval over the split's samples that also
+  carries the seed noise. Each of ``RESAMPLES`` replicates draws ``n`` sample indices with
+  replacement, once, and uses the same indices for every seed: it computes the metric of each
+  seed on the resample and averages over seeds. Each replicate then gets a normal draw of the
+  seed variance of the cell's mean, s²/n_seeds, where s² is the seed variance measured on the row
+  (and, for a row compared with the full model, pooled with the full row's seeds: a row trained
+  once takes the full model's). The interval is the 2.5th and 97.5th percentile of the replicates
+  (numpy's linear interpolation). So a rerun on another CPU, whose training noise is that of
+  another seed, is judged against the noise that is there (``diffris check-results``).
 
 A row's **delta** against the full model's row (``metric(row) − metric(full)``) gets a paired
 bootstrap interval: the same resampled indices for both rows, which must therefore hold the same
@@ -220,12 +224,12 @@ def row_intervals(
         values = [m[key] for m in row.metrics]
         mean = float(np.mean(values))
         delta = None
+        base = [m[key] for m in full.metrics] if full is not None else []
+        seed_variance = pooled_seed_variance(values, base)
         if reference is not None:
-            base = [m[key] for m in full.metrics]
-            variance = pooled_seed_variance(values, base) * (1 / len(values) + 1 / len(base))
+            variance = seed_variance * (1 / len(values) + 1 / len(base))
             paired = replicates[key] - reference[key] + seed_noise(variance, len(indices))
             delta = Delta(mean - float(np.mean(base)), *percentile_interval(paired))
-        cells[key] = CellInterval(
-            mean, seed_std(values), len(values), len(row.samples[0]), *percentile_interval(replicates[key]), delta
-        )
+        cell = replicates[key] + seed_noise(seed_variance / len(values), len(indices))
+        cells[key] = CellInterval(mean, seed_std(values), len(values), len(row.samples[0]), *percentile_interval(cell), delta)
     return cells

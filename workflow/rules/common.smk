@@ -66,8 +66,8 @@ def trained_files(wildcards):
 
 
 def pretraining_input(wildcards):
-    run = jobs.pretrained_from(config, wildcards.backbone)
-    return [f"models/pretrained/{run}/summary.json"] if run else []
+    run, zoo = jobs.pretrained_from(config, wildcards.backbone), jobs.zoo_file(config, wildcards.backbone)
+    return [f"models/pretrained/{run}/summary.json"] if run else [zoo] if zoo else []
 
 
 def feature_cache(wildcards):
@@ -127,8 +127,10 @@ wildcard_constraints:
 
 
 def final_outputs(scale):
-    """What `all` builds at a scale: tables, figures, comparison, environment, training curves."""
+    """What `all` builds at a scale: tables, figures, comparison, environment, training curves and
+    (where the scale measures it) the backbones' grounding."""
     return [
+        *jobs.grounding_files(config, scale),
         *expand("results/{scale}/tables/{table}{kind}.csv", scale=scale, table=TABLES, kind=("", "-intervals")),
         *expand("results/{scale}/figures/{figure}.png", scale=scale, figure=FIGURES),
         f"results/{scale}/comparison.md",

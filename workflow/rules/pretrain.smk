@@ -20,3 +20,27 @@ rule pretrain_backbone:
         ENV
     shell:
         "python -m diffris pretrain-backbone --run {wildcards.run} --out models/pretrained/{wildcards.run} > {log} 2>&1"
+
+
+# pack-zoo: a pretraining run's checkpoints as the zoo's float16 files with their sha256
+# (models/zoo/<run>/); `snakemake zoo` regenerates every run the zoo ships (docs/pretraining.md).
+# Nothing else depends on it: the pipeline fetches the committed zoo/ files.
+
+
+rule pack_zoo:
+    output:
+        "models/zoo/{run}/zoo.json",
+    input:
+        "models/pretrained/{run}/summary.json",
+        "diffris/pretraining/zoo.py",
+    log:
+        log_of("pack_zoo", "{run}"),
+    conda:
+        ENV
+    shell:
+        "python -m diffris pack-zoo --pretrained models/pretrained/{wildcards.run} --out models/zoo/{wildcards.run} > {log} 2>&1"
+
+
+rule zoo:
+    input:
+        expand("models/zoo/{run}/zoo.json", run=jobs.zoo_runs(config)),

@@ -65,14 +65,17 @@ rule report_comparison:
         report("results/{scale}/comparison.md", caption="../report/comparison.rst", category="Comparison"),
     input:
         expand("results/{{scale}}/tables/{table}{kind}.csv", table=TABLES, kind=("", "-intervals")),
+        lambda w: jobs.grounding_files(config, w.scale),
         code("report"),
+    params:
+        grounding=lambda w: "".join(f" --grounding {g}" for g in jobs.grounding_files(config, w.scale)),
     log:
         log_of("report_comparison", "comparison"),
     conda:
         ENV
     shell:
         "python -m diffris report-comparison --tables results/{wildcards.scale}/tables --scale {wildcards.scale}"
-        " --out {output} > {log} 2>&1"
+        "{params.grounding} --out {output} > {log} 2>&1"
 
 
 rule report_curves:
