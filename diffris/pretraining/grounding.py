@@ -10,8 +10,9 @@ split draws (their own seed stream):
   object's phrase (its class, colour or position), by the x0 error summed over fixed timesteps
   and noises shared by all candidates; the share of pairs the true caption wins (chance 50 %);
 - **attention IoU** (DAAM): the head noun's share of the cross-attention on the caption's words,
-  head mean, bicubic-upsampled to the image from every layer but the coarsest, summed over layers
-  and timesteps, scaled to [0, 1], thresholded at 0.4, against the object's mask;
+  head mean, bicubic-upsampled to the image from every layer at 1/16 of the image or finer,
+  summed over layers and timesteps, scaled to [0, 1], thresholded at 0.4, against the object's
+  mask;
 - **feature shift**: how far the four UNet taps DiffRIS reads move, relative to their norm, when
   the object's referring expression is swapped for another scene's; at the model's timestep on the
   clean latent (the paper's single pass), and at t = 250 on a noised one (DDPM-seg, DIFT).
@@ -188,7 +189,7 @@ def token_positions(probe: Probe, scene: Scene) -> tuple[list[int], list[int]]:
 
 def attention_iou(probe: Probe, scenes: list[Scene], generator: torch.Generator) -> dict[str, float]:
     """DAAM: the head noun's share of the attention on the caption's words (the start token, which
-    takes most of it, and the end and padding excluded), from every cross-attention layer at 1/8
+    takes most of it, and the end and padding excluded), from every cross-attention layer at 1/16
     of the image or finer (DAAM skips the coarsest), upsampled, summed over ``RANK_TIMESTEPS``,
     scaled to [0, 1], thresholded at 0.4."""
     from diffris.models.attention import record_cross_attention
