@@ -95,6 +95,17 @@ def cpu_flags() -> set[str] | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def pin_cpu(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Set the CPU-kernel variables of ``DIFFRIS_CPU_ISA`` in ``environ`` (default ``os.environ``)
     where they are not set yet; returns the ones this call set.

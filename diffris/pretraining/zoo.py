@@ -16,13 +16,13 @@ machine starts from the same weights without pretraining.
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
 import torch
 
 from diffris.errors import ConfigError, FetchError
-from diffris.fileio import atomic_folder, sha256sum
+from diffris.determinism import cpu_model
+from diffris.fileio import atomic_folder, read_json, sha256sum
 
 COMPONENTS = ("unet", "vae", "text_encoder")
 DTYPE = torch.float16
@@ -51,7 +51,7 @@ def pack_checkpoint(folder: Path, out_file: Path) -> None:
 
 def pack_zoo(pretrained_dir: Path, out: Path) -> Path:
     """Every checkpoint of a pretraining output folder into ``out``, with ``zoo.json``."""
-    summary = json.loads((Path(pretrained_dir) / "summary.json").read_text())
+    summary = read_json(Path(pretrained_dir) / "summary.json", "the summary of a `diffris pretrain-backbone` run")
     names = sorted(summary["checkpoints"], key=lambda n: summary["checkpoints"][n]["unet_steps"])
 
     def write(tmp: Path) -> None:
@@ -65,27 +65,16 @@ def pack_zoo(pretrained_dir: Path, out: Path) -> Path:
             "dtype": "float16",
             "files": files,
             "made_by": f"diffris pretrain-backbone --run {summary['run']}; diffris pack-zoo",
-            "cpu": cpu_name(),
+            "cpu": cpu_model(),
         }
         (tmp / "zoo.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
     return atomic_folder(Path(out), write, "pack-zoo", [pretrained_dir])
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def pin_lines(out: Path) -> list[str]:
     """The params.yaml ``backbones`` lines that ship a packed zoo from ``zoo/``."""
-    manifest = json.loads((Path(out) / "zoo.json").read_text())
+    manifest = read_json(Path(out) / "zoo.json", "the manifest `diffris pack-zoo` writes")
     return [
         f"  {name}: {{pretrained: {manifest['run']}, zoo: {{file: zoo/{name}.safetensors, sha256: {f['sha256']}}}}}"
         for name, f in manifest["files"].items()

@@ -5,12 +5,10 @@ machine-dependent numbers: latency per image and, on a GPU, the measured trainin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from diffris.errors import ConfigError
@@ -174,14 +172,10 @@ def synchronized_clock(device: torch.device) -> float:
 
 def device_name(device: torch.device) -> tuple[str, str]:
     """(``cpu`` or ``cuda``, the GPU's name or the CPU's model string from /proc/cpuinfo)."""
-    import platform
-
     import torch
+
+    from diffris.determinism import cpu_model
 
     if device.type == "cuda":
         return "cuda", torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "cpu", line.split(":", 1)[1].strip()
-    return "cpu", platform.processor() or platform.machine()
+    return "cpu", cpu_model()
